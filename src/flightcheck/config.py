@@ -1,0 +1,488 @@
+"""flightcheck.toml as pydantic models: the one source of truth for every knob.
+
+Values come from four layers, later wins: defaults (the reference service, so flightcheck runs
+with no file at all), the TOML file, ``FLIGHTCHECK__SECTION__KEY`` environment variables, and
+CLI flags. :func:`load` records where each value came from for ``flightcheck config --explain``.
+Paths in the file are relative to the file's directory.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import re
+import tomllib
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from flightcheck.errors import ConfigError
+
+DEFAULT_FILE = "flightcheck.toml"
+ENV_PREFIX = "FLIGHTCHECK__"
+
+# --- quantities ---------------------------------------------------------------------------
+
+_UNITS = {"Ki": 1024, "Mi": 1024**2, "Gi": 1024**3, "K": 1000, "M": 1000**2, "G": 1000**3}
+_QUANTITY = re.compile(r"^(\d+(?:\.\d+)?)(Ki|Mi|Gi|K|M|G)$")
+
+
+def parse_memory(text: str) -> int:
+    """``"512Mi"`` → bytes. Kubernetes/Cloud Run quantities: Ki, Mi, Gi (binary), K, M, G."""
+    m = _QUANTITY.match(text.strip())
+    if not m:
+        hint = ""
+        bad = re.match(r"^(\d+(?:\.\d+)?)\s*([KMGkmg])i?[Bb]?$", text.strip())
+        if bad:
+            hint = f" — did you mean {bad.group(1)}{bad.group(2).upper()}i?"
+        raise ValueError(
+            f"{text!r} is not a memory quantity{hint}; write it like Cloud Run does: "
+            "512Mi, 1Gi, 4Gi (binary) or 1G (decimal)"
+        )
+    return int(float(m.group(1)) * _UNITS[m.group(2)])
+
+
+def format_memory(n: int) -> str:
+    """bytes → the shortest exact binary quantity (``1Gi``, ``768Mi``) or MiB with decimals."""
+    for unit in ("Gi", "Mi", "Ki"):
+        size = _UNITS[unit]
+        if n % size == 0:
+            return f"{n // size}{unit}"
+    return f"{n / _UNITS['Mi']:.1f}Mi"
+
+
+def _memory(value: str) -> str:
+    parse_memory(value)
+    return value
+
+
+Memory = Annotated[str, AfterValidator(_memory)]
+PositiveSeconds = Annotated[float, Field(gt=0)]
+NonNegativeSeconds = Annotated[float, Field(ge=0)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+# --- sections -----------------------------------------------------------------------------
+
+
+class ServiceConfig(_Section):
+    """The service under test."""
+
+    name: str = Field("mathcoach", description="service name (also the Cloud Run service)")
+    source: Path = Field(Path("."), description="build context / source root")
+    dockerfile: str = Field("Dockerfile", description="Dockerfile, relative to source")
+    port: int = Field(8080, ge=1, le=65535, description="port the service listens on ($PORT)")
+    command: list[str] = Field(
+        default_factory=lambda: ["python", "-m", "mathcoach"],
+        description="how the process runtime starts the service (host subprocess)",
+    )
+    pythonpath: list[Path] = Field(
+        default_factory=lambda: [Path("src")],
+        description="added to PYTHONPATH for the process runtime, relative to source",
+    )
+    import_check: list[str] = Field(
+        default_factory=lambda: ["mathcoach", "mathcoach.app"],
+        description="modules imported inside the built image to prove its dependencies",
+    )
+    env: dict[str, str] = Field(
+        default_factory=dict, description="environment for the service under test"
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _cloud_run_name(cls, v: str) -> str:
+        if not re.fullmatch(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?", v):
+            raise ValueError(
+                f"{v!r} is not a valid Cloud Run service name: lowercase letters, digits and "
+                "hyphens, starting with a letter, at most 63 characters"
+            )
+        return v
+
+
+class LintConfig(_Section):
+    """The lint stage."""
+
+    enabled: bool = True
+    paths: list[Path] = Field(
+        default_factory=lambda: [Path(".")], description="paths to scan, relative to source"
+    )
+    exclude: list[str] = Field(
+        default_factory=lambda: ["tests/fixtures", ".venv", "node_modules", "build", "dist"],
+        description="glob patterns (relative paths) never scanned",
+    )
+    disable: list[str] = Field(default_factory=list, description="rule codes to turn off")
+    max_file_kb: int = Field(1024, gt=0, description="larger files are skipped with a note")
+    extra_floating_models: list[str] = Field(
+        default_factory=list, description="more model names to treat as floating aliases"
+    )
+
+
+class RunConfig(_Section):
+    """The run-with-memory-limit stage."""
+
+    runtime: Literal["auto", "docker", "process"] = Field(
+        "auto", description="auto: docker when a daemon answers, else process"
+    )
+    memory_limit: Memory = Field("1Gi", description="hard memory ceiling, like Cloud Run's")
+    startup_timeout_s: PositiveSeconds = Field(
+        300, description="upper bound on waiting for the container/process to start at all"
+    )
+
+
+class ProbeConfig(_Section):
+    """A probe with Cloud Run semantics."""
+
+    path: str
+    initial_delay_s: float = Field(0, ge=0, le=240)
+    period_s: float = Field(1, ge=1, le=240)
+    timeout_s: float = Field(1, ge=1, le=240)
+    failure_threshold: int = Field(3, ge=1)
+
+    @field_validator("path")
+    @classmethod
+    def _absolute(cls, v: str) -> str:
+        if not v.startswith("/"):
+            raise ValueError(f"probe path {v!r} must start with '/', e.g. /health")
+        return v
+
+    @model_validator(mode="after")
+    def _timeout_within_period(self) -> ProbeConfig:
+        if self.timeout_s > self.period_s:
+            raise ValueError(
+                f"timeout_s ({self.timeout_s}) must not exceed period_s ({self.period_s}), "
+                "as Cloud Run requires"
+            )
+        return self
+
+    @property
+    def window_s(self) -> float:
+        """How long the probe may fail before the instance is given up on."""
+        return self.initial_delay_s + self.period_s * self.failure_threshold
+
+
+class HealthConfig(_Section):
+    """The health-poll stage (Cloud Run probe semantics)."""
+
+    startup: ProbeConfig = Field(
+        default_factory=lambda: ProbeConfig(
+            path="/health/startup", period_s=1, timeout_s=1, failure_threshold=60
+        )
+    )
+    liveness: ProbeConfig = Field(
+        default_factory=lambda: ProbeConfig(
+            path="/health", period_s=10, timeout_s=1, failure_threshold=3
+        )
+    )
+    ai_path: str | None = Field("/health/ai", description="AI round-trip check, or none")
+
+    @model_validator(mode="after")
+    def _startup_window(self) -> HealthConfig:
+        if self.startup.window_s > 240 + 240 * 10:
+            raise ValueError("startup probe window is longer than Cloud Run allows")
+        return self
+
+
+class SmokeConfig(_Section):
+    """The ai-smoke stage."""
+
+    suite: Path = Field(Path("smoke.yaml"), description="YAML suite of cases, relative to source")
+    fake_model: bool = Field(
+        True, description="start the fake model server and point the service at it"
+    )
+    external_failure: Literal["warn", "fail"] = Field(
+        "warn", description="an unreachable external provider is a warning (or a failure)"
+    )
+    request_timeout_s: PositiveSeconds = 30
+
+
+class CanaryConfig(_Section):
+    """Canary rollout steps and the thresholds that decide promote vs roll back."""
+
+    steps: list[int] = Field(default_factory=lambda: [10, 50, 100])
+    step_duration_s: PositiveSeconds = 60
+    max_error_rate: float = Field(0.01, ge=0, le=1)
+    max_p95_latency_ms: float = Field(2000, gt=0)
+    min_quality: float = Field(0.9, ge=0, le=1)
+    max_cost_per_hour_usd: float | None = Field(None, ge=0)
+
+    @field_validator("steps")
+    @classmethod
+    def _steps(cls, v: list[int]) -> list[int]:
+        if not v or v != sorted(set(v)) or v[0] <= 0 or v[-1] != 100:
+            raise ValueError(
+                f"canary steps {v} must be increasing percentages ending at 100, e.g. [10, 50, 100]"
+            )
+        return v
+
+
+_CLOUD_RUN_CPUS = {"0.08", "0.25", "0.5", "1", "2", "4", "6", "8"}
+
+
+class DeployConfig(_Section):
+    """Deploy target and Cloud Run service settings."""
+
+    target: Literal["local", "cloudrun"] = "local"
+    project: str | None = None
+    region: str = "europe-west1"
+    service: str | None = Field(None, description="Cloud Run service name (default: service.name)")
+    memory: Memory = "1Gi"
+    cpu: str = "1"
+    timeout_s: int = Field(300, ge=1, le=3600)
+    min_instances: int = Field(0, ge=0)
+    max_instances: int = Field(10, ge=1)
+    startup_cpu_boost: bool = True
+    execution_environment: Literal["gen1", "gen2"] = "gen2"
+    env: dict[str, str] = Field(default_factory=dict)
+    allow_unauthenticated: bool = False
+    canary: CanaryConfig = Field(default_factory=CanaryConfig)
+
+    @field_validator("cpu")
+    @classmethod
+    def _cpu(cls, v: str) -> str:
+        if v not in _CLOUD_RUN_CPUS:
+            raise ValueError(f"cpu {v!r} is not a Cloud Run size; use one of {sorted(_CLOUD_RUN_CPUS, key=float)}")
+        return v
+
+    @model_validator(mode="after")
+    def _sizes(self) -> DeployConfig:
+        mem = parse_memory(self.memory)
+        if mem < 128 * 1024**2 or mem > 32 * 1024**3:
+            raise ValueError(f"memory {self.memory} is outside Cloud Run's 128Mi..32Gi")
+        if self.execution_environment == "gen2" and mem < 512 * 1024**2:
+            raise ValueError(f"memory {self.memory} is below gen2's minimum of 512Mi")
+        cpu = float(self.cpu)
+        for need_cpu, max_mem in ((1, 4), (2, 8), (4, 16), (6, 24), (8, 32)):
+            if cpu <= need_cpu or need_cpu == 8:
+                if mem > max_mem * 1024**3:
+                    raise ValueError(
+                        f"memory {self.memory} needs more than cpu {self.cpu} on Cloud Run "
+                        f"(at most {max_mem}Gi with {need_cpu} CPU)"
+                    )
+                break
+        if self.min_instances > self.max_instances:
+            raise ValueError(
+                f"min_instances ({self.min_instances}) exceeds max_instances ({self.max_instances})"
+            )
+        if self.target == "cloudrun" and not self.project:
+            raise ValueError("target 'cloudrun' needs deploy.project (your GCP project id)")
+        return self
+
+
+class AIParams(_Section):
+    """AI parameters of one environment: the parity surface."""
+
+    model: str = "fake-math-1"
+    temperature: float = Field(0.2, ge=0, le=2)
+    top_k: int | None = Field(40, ge=1)
+    top_p: float | None = Field(0.95, gt=0, le=1)
+    max_output_tokens: int = Field(512, ge=1)
+
+    def as_env(self) -> dict[str, str]:
+        """The service's settings env (AI_MODEL, AI_TEMPERATURE, ...)."""
+        env = {
+            "AI_MODEL": self.model,
+            "AI_TEMPERATURE": str(self.temperature),
+            "MAX_OUTPUT_TOKENS": str(self.max_output_tokens),
+        }
+        if self.top_k is not None:
+            env["AI_TOP_K"] = str(self.top_k)
+        if self.top_p is not None:
+            env["AI_TOP_P"] = str(self.top_p)
+        return env
+
+
+class Config(_Section):
+    """The whole of flightcheck.toml."""
+
+    service: ServiceConfig = Field(default_factory=ServiceConfig)
+    lint: LintConfig = Field(default_factory=LintConfig)
+    run: RunConfig = Field(default_factory=RunConfig)
+    health: HealthConfig = Field(default_factory=HealthConfig)
+    smoke: SmokeConfig = Field(default_factory=SmokeConfig)
+    deploy: DeployConfig = Field(default_factory=DeployConfig)
+    environments: dict[str, AIParams] = Field(
+        default_factory=lambda: {"dev": AIParams(), "prod": AIParams()},
+        description="per-environment AI parameters (parity is checked across them)",
+    )
+    # Where the file lives; not a TOML key.
+    root: Path = Field(default=Path("."), exclude=True)
+
+    @property
+    def source_dir(self) -> Path:
+        return (self.root / self.service.source).resolve()
+
+    def resolve(self, path: Path) -> Path:
+        """A path from the file (relative to service.source) as an absolute path."""
+        return path if path.is_absolute() else (self.source_dir / path).resolve()
+
+
+# --- loading with provenance ---------------------------------------------------------------
+
+
+@dataclass
+class Loaded:
+    """A validated config and where each dotted key's value came from."""
+
+    config: Config
+    path: Path | None
+    sources: dict[str, str] = field(default_factory=dict)
+
+    def source_of(self, dotted: str) -> str:
+        while dotted:
+            if dotted in self.sources:
+                return self.sources[dotted]
+            dotted = dotted.rpartition(".")[0]
+        return "default"
+
+    def explain(self) -> list[tuple[str, object, str]]:
+        """(dotted key, value, source) for every leaf of the effective config."""
+        data = self.config.model_dump(mode="json")
+        return [(k, v, self.source_of(k)) for k, v in _leaves(data)]
+
+
+def _leaves(data: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, object]]:
+    for key, value in data.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value and not dotted.endswith(".env"):
+            yield from _leaves(value, dotted + ".")
+        else:
+            yield dotted, value
+
+
+def _set(tree: dict[str, Any], dotted: str, value: object) -> None:
+    parts = dotted.split(".")
+    node = tree
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"cannot set {dotted}: {part} is not a table")
+        node = child
+    node[parts[-1]] = value
+
+
+def _flatten_sources(data: Mapping[str, Any], origin: str, prefix: str = "") -> dict[str, str]:
+    out: dict[str, str] = {}
+    for key, value in data.items():
+        dotted = f"{prefix}{key}"
+        out[dotted] = origin
+        if isinstance(value, Mapping):
+            out.update(_flatten_sources(value, origin, dotted + "."))
+    return out
+
+
+def _parse_scalar(text: str) -> object:
+    """An env/CLI override value: JSON when it parses (numbers, bools, lists), else a string."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def load(
+    path: Path | str | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, tuple[object, str]] | None = None,
+) -> Loaded:
+    """Load and validate the config.
+
+    ``path`` None looks for ./flightcheck.toml and falls back to the embedded defaults.
+    ``overrides`` maps dotted keys to (value, flag-name) from the CLI.
+    """
+    environ = os.environ if environ is None else environ
+    file: Path | None
+    if path is None:
+        file = Path(DEFAULT_FILE) if Path(DEFAULT_FILE).is_file() else None
+    else:
+        file = Path(path)
+        if not file.is_file():
+            raise ConfigError(
+                f"config file {file} not found",
+                why="--config names a file that does not exist",
+                fix=f"create it (see README 'Configuration') or drop --config to use {DEFAULT_FILE}",
+                repro=f"flightcheck config --explain --config {file}",
+            )
+    raw: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    label = str(file) if file else "<defaults>"
+    if file is not None:
+        try:
+            raw = tomllib.loads(file.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(
+                f"{file} is not valid TOML: {exc}",
+                fix="fix the syntax at the position given",
+                repro=f"flightcheck config --explain --config {file}",
+            ) from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"cannot read {file}: {exc}") from None
+        if "root" in raw:
+            raise ConfigError(f"{file}: unknown key 'root'", fix="remove it")
+        sources.update(_flatten_sources(raw, f"file:{file}"))
+
+    for name, value in sorted(environ.items()):
+        if name.startswith(ENV_PREFIX):
+            dotted = name[len(ENV_PREFIX) :].lower().replace("__", ".")
+            _set(raw, dotted, _parse_scalar(value))
+            sources[dotted] = f"env:{name}"
+
+    for dotted, (value, flag) in (overrides or {}).items():
+        _set(raw, dotted, value)
+        sources[dotted] = f"cli:{flag}"
+
+    root = (file.parent if file else Path.cwd()).resolve()
+    try:
+        config = Config.model_validate({**raw, "root": root})
+    except ValidationError as exc:
+        raise _config_error(exc, label, sources) from None
+    return Loaded(config=config, path=file.resolve() if file else None, sources=sources)
+
+
+def _known_keys(loc: tuple[int | str, ...]) -> list[str]:
+    model: type[BaseModel] | None = Config
+    for part in loc[:-1]:
+        if model is None:
+            return []
+        info = model.model_fields.get(str(part))
+        ann = info.annotation if info else None
+        model = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+    return list(model.model_fields) if model else []
+
+
+def _config_error(exc: ValidationError, label: str, sources: Mapping[str, str]) -> ConfigError:
+    problems: list[str] = []
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        dotted = ".".join(str(p) for p in loc) or "(top level)"
+        origin = sources.get(dotted, label)
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            known = [k for k in _known_keys(loc) if k != "root"]
+            near = difflib.get_close_matches(str(loc[-1]), known, n=1)
+            hint = f"did you mean '{near[0]}'?" if near else f"known keys: {', '.join(known)}"
+            msg = f"unknown key — {hint}"
+        elif err["type"] == "missing":
+            msg = "required key is missing"
+        problems.append(f"{dotted} = {err.get('input')!r} ({origin}): {msg}")
+    where = label if label != "<defaults>" else "the configuration"
+    return ConfigError(
+        f"{where}: {len(problems)} invalid value(s)\n    " + "\n    ".join(problems),
+        why="flightcheck validates every key before it runs anything",
+        fix="correct the keys listed above (README 'Configuration' lists every key)",
+        repro="flightcheck config --explain" + (f" --config {label}" if label != "<defaults>" else ""),
+    )

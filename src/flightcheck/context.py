@@ -1,0 +1,120 @@
+"""What every stage receives: config, the chosen runtime, shared artifacts and cleanup."""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Callable, Mapping
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from flightcheck.config import Loaded, format_memory, parse_memory
+from flightcheck.runtimes.base import Sidecar
+from flightcheck.results import Repro, StageName, StageResult, Status
+from flightcheck.secrets import MASK, Redactor, is_secret_name
+
+# Dagger turns snake_case function names into kebab-case CLI names.
+DAGGER_FUNCTION: dict[StageName, str] = {
+    "lint": "lint",
+    "build": "build",
+    "run-with-memory-limit": "run-with-memory-limit",
+    "health-poll": "health-poll",
+    "ai-smoke": "ai-smoke",
+    "deploy": "deploy",
+}
+
+Progress = Callable[[StageName, str], None]
+
+
+def _quiet(stage: StageName, message: str) -> None:
+    del stage, message
+
+
+@dataclass
+class Context:
+    """Run-wide state. Stages put what later stages need into ``artifacts``."""
+
+    loaded: Loaded
+    report_dir: Path = Path("flightcheck-report")
+    runtime_name: str = "auto"  # as requested: auto|docker|process
+    memory_override: str | None = None
+    service_env: dict[str, str] = field(default_factory=dict)
+    redactor: Redactor = field(default_factory=Redactor)
+    progress: Progress = _quiet
+    stack: AsyncExitStack = field(default_factory=AsyncExitStack)
+    artifacts: dict[str, object] = field(default_factory=dict)
+    environment: str = "dev"  # which [environments.X] AI parameters the service gets
+    # Set by stages' prepare hooks before anything starts (e.g. ai-smoke's fake model server).
+    extra_service_env: dict[str, str] = field(default_factory=dict)
+    sidecar: Sidecar | None = None
+
+    def __post_init__(self) -> None:
+        self.redactor.add_env(self.service_env)
+        self.redactor.add_env(self.config.service.env)
+
+    @property
+    def config(self):  # noqa: ANN201 - Config; property keeps call sites short
+        return self.loaded.config
+
+    @property
+    def memory_limit(self) -> str:
+        return self.memory_override or self.config.run.memory_limit
+
+    @property
+    def memory_limit_bytes(self) -> int:
+        return parse_memory(self.memory_limit)
+
+    def service_environment(self) -> dict[str, str]:
+        """Environment for the service under test, later wins: the environment's AI
+        parameters, [service].env, prepare hooks (fake model URLs), --service-env."""
+        ai = self.config.environments.get(self.environment)
+        return {
+            **(ai.as_env() if ai else {}),
+            **self.config.service.env,
+            **self.extra_service_env,
+            **self.service_env,
+        }
+
+    def log(self, stage: StageName, message: str) -> None:
+        self.progress(stage, self.redactor(message))
+
+    # --- results -------------------------------------------------------------------------
+
+    def repro(self, stage: StageName) -> Repro:
+        """The commands that rerun just ``stage``, locally and in Dagger. Secrets masked."""
+        local = ["flightcheck", "ci", "--only", stage]
+        dagger = ["dagger", "call", DAGGER_FUNCTION[stage], "--source=."]
+        if self.loaded.path is not None:
+            local += ["--config", str(self.loaded.path)]
+        if self.runtime_name != "auto":
+            local += ["--runtime", self.runtime_name]
+        if self.memory_override:
+            local += ["--memory", self.memory_override]
+            if stage != "lint":
+                dagger += [f"--memory={self.memory_override}"]
+        for key, value in self.service_env.items():
+            shown = MASK if is_secret_name(key) else value
+            local += ["--service-env", f"{key}={shown}"]
+        return Repro(local=shlex.join(local), dagger=shlex.join(dagger))
+
+    def result(self, stage: StageName, status: Status = Status.PASS, summary: str = "") -> StageResult:
+        """A fresh result for ``stage`` with its repro filled in."""
+        return StageResult(name=stage, status=status, summary=summary, repro=self.repro(stage))
+
+    def memory_text(self, n: int | None) -> str:
+        return "unknown" if n is None else format_memory(n)
+
+
+def env_pairs(items: list[str]) -> dict[str, str]:
+    """``["K=V", ...]`` → dict; raises ValueError naming the bad item."""
+    out: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"{item!r} is not KEY=VALUE")
+        out[key] = value
+    return out
+
+
+def masked_env(env: Mapping[str, str]) -> dict[str, str]:
+    return {k: (MASK if is_secret_name(k) else v) for k, v in env.items()}
