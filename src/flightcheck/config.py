@@ -83,10 +83,10 @@ class _Section(BaseModel):
 class ServiceConfig(_Section):
     """The service under test."""
 
-    name: str = Field("mathcoach", description="service name (also the Cloud Run service)")
-    source: Path = Field(Path("."), description="build context / source root")
-    dockerfile: str = Field("Dockerfile", description="Dockerfile, relative to source")
-    port: int = Field(8080, ge=1, le=65535, description="port the service listens on ($PORT)")
+    name: str = Field(default="mathcoach", description="service name (also the Cloud Run service)")
+    source: Path = Field(default=Path("."), description="build context / source root")
+    dockerfile: str = Field(default="Dockerfile", description="Dockerfile, relative to source")
+    port: int = Field(default=8080, ge=1, le=65535, description="port the service listens on ($PORT)")
     command: list[str] = Field(
         default_factory=lambda: ["python", "-m", "mathcoach"],
         description="how the process runtime starts the service (host subprocess)",
@@ -126,7 +126,7 @@ class LintConfig(_Section):
         description="glob patterns (relative paths) never scanned",
     )
     disable: list[str] = Field(default_factory=list, description="rule codes to turn off")
-    max_file_kb: int = Field(1024, gt=0, description="larger files are skipped with a note")
+    max_file_kb: int = Field(default=1024, gt=0, description="larger files are skipped with a note")
     extra_floating_models: list[str] = Field(
         default_factory=list, description="more model names to treat as floating aliases"
     )
@@ -136,11 +136,11 @@ class RunConfig(_Section):
     """The run-with-memory-limit stage."""
 
     runtime: Literal["auto", "docker", "process"] = Field(
-        "auto", description="auto: docker when a daemon answers, else process"
+        default="auto", description="auto: docker when a daemon answers, else process"
     )
-    memory_limit: Memory = Field("1Gi", description="hard memory ceiling, like Cloud Run's")
+    memory_limit: Memory = Field(default="1Gi", description="hard memory ceiling, like Cloud Run's")
     startup_timeout_s: PositiveSeconds = Field(
-        300, description="upper bound on waiting for the container/process to start at all"
+        default=300, description="upper bound on waiting for the container/process to start at all"
     )
 
 
@@ -148,10 +148,10 @@ class ProbeConfig(_Section):
     """A probe with Cloud Run semantics."""
 
     path: str
-    initial_delay_s: float = Field(0, ge=0, le=240)
-    period_s: float = Field(1, ge=1, le=240)
-    timeout_s: float = Field(1, ge=1, le=240)
-    failure_threshold: int = Field(3, ge=1)
+    initial_delay_s: float = Field(default=0, ge=0, le=240)
+    period_s: float = Field(default=1, ge=1, le=240)
+    timeout_s: float = Field(default=1, ge=1, le=240)
+    failure_threshold: int = Field(default=3, ge=1)
 
     @field_validator("path")
     @classmethod
@@ -188,7 +188,7 @@ class HealthConfig(_Section):
             path="/health", period_s=10, timeout_s=1, failure_threshold=3
         )
     )
-    ai_path: str | None = Field("/health/ai", description="AI round-trip check, or none")
+    ai_path: str | None = Field(default="/health/ai", description="AI round-trip check, or none")
 
     @model_validator(mode="after")
     def _startup_window(self) -> HealthConfig:
@@ -200,12 +200,12 @@ class HealthConfig(_Section):
 class SmokeConfig(_Section):
     """The ai-smoke stage."""
 
-    suite: Path = Field(Path("smoke.yaml"), description="YAML suite of cases, relative to source")
+    suite: Path = Field(default=Path("smoke.yaml"), description="YAML suite of cases, relative to source")
     fake_model: bool = Field(
-        True, description="start the fake model server and point the service at it"
+        default=True, description="start the fake model server and point the service at it"
     )
     external_failure: Literal["warn", "fail"] = Field(
-        "warn", description="an unreachable external provider is a warning (or a failure)"
+        default="warn", description="an unreachable external provider is a warning (or a failure)"
     )
     request_timeout_s: PositiveSeconds = 30
 
@@ -215,10 +215,10 @@ class CanaryConfig(_Section):
 
     steps: list[int] = Field(default_factory=lambda: [10, 50, 100])
     step_duration_s: PositiveSeconds = 60
-    max_error_rate: float = Field(0.01, ge=0, le=1)
-    max_p95_latency_ms: float = Field(2000, gt=0)
-    min_quality: float = Field(0.9, ge=0, le=1)
-    max_cost_per_hour_usd: float | None = Field(None, ge=0)
+    max_error_rate: float = Field(default=0.01, ge=0, le=1)
+    max_p95_latency_ms: float = Field(default=2000, gt=0)
+    min_quality: float = Field(default=0.9, ge=0, le=1)
+    max_cost_per_hour_usd: float | None = Field(default=None, ge=0)
 
     @field_validator("steps")
     @classmethod
@@ -239,12 +239,12 @@ class DeployConfig(_Section):
     target: Literal["local", "cloudrun"] = "local"
     project: str | None = None
     region: str = "europe-west1"
-    service: str | None = Field(None, description="Cloud Run service name (default: service.name)")
+    service: str | None = Field(default=None, description="Cloud Run service name (default: service.name)")
     memory: Memory = "1Gi"
     cpu: str = "1"
-    timeout_s: int = Field(300, ge=1, le=3600)
-    min_instances: int = Field(0, ge=0)
-    max_instances: int = Field(10, ge=1)
+    timeout_s: int = Field(default=300, ge=1, le=3600)
+    min_instances: int = Field(default=0, ge=0)
+    max_instances: int = Field(default=10, ge=1)
     startup_cpu_boost: bool = True
     execution_environment: Literal["gen1", "gen2"] = "gen2"
     env: dict[str, str] = Field(default_factory=dict)
@@ -287,10 +287,10 @@ class AIParams(_Section):
     """AI parameters of one environment: the parity surface."""
 
     model: str = "fake-math-1"
-    temperature: float = Field(0.2, ge=0, le=2)
-    top_k: int | None = Field(40, ge=1)
-    top_p: float | None = Field(0.95, gt=0, le=1)
-    max_output_tokens: int = Field(512, ge=1)
+    temperature: float = Field(default=0.2, ge=0, le=2)
+    top_k: int | None = Field(default=40, ge=1)
+    top_p: float | None = Field(default=0.95, gt=0, le=1)
+    max_output_tokens: int = Field(default=512, ge=1)
 
     def as_env(self) -> dict[str, str]:
         """The service's settings env (AI_MODEL, AI_TEMPERATURE, ...)."""
@@ -343,10 +343,15 @@ class Loaded:
     sources: dict[str, str] = field(default_factory=dict)
 
     def source_of(self, dotted: str) -> str:
-        while dotted:
+        if dotted in self.sources:
+            return self.sources[dotted]
+        children = [v for k, v in self.sources.items() if k.startswith(dotted + ".")]
+        if children:  # a table set key by key ([service.env] A = "x")
+            return children[-1]
+        while "." in dotted:  # a leaf inside a table set whole (FLIGHTCHECK__SERVICE__ENV='{...}')
+            dotted = dotted.rpartition(".")[0]
             if dotted in self.sources:
                 return self.sources[dotted]
-            dotted = dotted.rpartition(".")[0]
         return "default"
 
     def explain(self) -> list[tuple[str, object, str]]:
@@ -379,9 +384,10 @@ def _flatten_sources(data: Mapping[str, Any], origin: str, prefix: str = "") -> 
     out: dict[str, str] = {}
     for key, value in data.items():
         dotted = f"{prefix}{key}"
-        out[dotted] = origin
-        if isinstance(value, Mapping):
+        if isinstance(value, Mapping) and value:
             out.update(_flatten_sources(value, origin, dotted + "."))
+        else:
+            out[dotted] = origin
     return out
 
 
@@ -449,7 +455,8 @@ def load(
     try:
         config = Config.model_validate({**raw, "root": root})
     except ValidationError as exc:
-        raise _config_error(exc, label, sources) from None
+        flags = " ".join(f"{flag} {value}" for value, flag in (overrides or {}).values())
+        raise _config_error(exc, label, sources, flags) from None
     return Loaded(config=config, path=file.resolve() if file else None, sources=sources)
 
 
@@ -464,7 +471,9 @@ def _known_keys(loc: tuple[int | str, ...]) -> list[str]:
     return list(model.model_fields) if model else []
 
 
-def _config_error(exc: ValidationError, label: str, sources: Mapping[str, str]) -> ConfigError:
+def _config_error(
+    exc: ValidationError, label: str, sources: Mapping[str, str], flags: str = ""
+) -> ConfigError:
     problems: list[str] = []
     for err in exc.errors():
         loc = tuple(err["loc"])
@@ -484,5 +493,7 @@ def _config_error(exc: ValidationError, label: str, sources: Mapping[str, str]) 
         f"{where}: {len(problems)} invalid value(s)\n    " + "\n    ".join(problems),
         why="flightcheck validates every key before it runs anything",
         fix="correct the keys listed above (README 'Configuration' lists every key)",
-        repro="flightcheck config --explain" + (f" --config {label}" if label != "<defaults>" else ""),
+        repro="flightcheck config --explain"
+        + (f" --config {label}" if label != "<defaults>" else "")
+        + (f" {flags}" if flags else ""),
     )

@@ -85,17 +85,19 @@ class Context:
         local = ["flightcheck", "ci", "--only", stage]
         dagger = ["dagger", "call", DAGGER_FUNCTION[stage], "--source=."]
         if self.loaded.path is not None:
-            local += ["--config", str(self.loaded.path)]
+            local += ["--config", _short_path(self.loaded.path)]
         if self.runtime_name != "auto":
             local += ["--runtime", self.runtime_name]
         if self.memory_override:
             local += ["--memory", self.memory_override]
             if stage != "lint":
                 dagger += [f"--memory={self.memory_override}"]
+        text = shlex.join(local)
         for key, value in self.service_env.items():
-            shown = MASK if is_secret_name(key) else value
-            local += ["--service-env", f"{key}={shown}"]
-        return Repro(local=shlex.join(local), dagger=shlex.join(dagger))
+            # A secret is referenced, never shown: the paste works where the variable is set.
+            shown = f'{key}="${key}"' if is_secret_name(key) else shlex.quote(f"{key}={value}")
+            text += f" --service-env {shown}"
+        return Repro(local=text, dagger=shlex.join(dagger))
 
     def result(self, stage: StageName, status: Status = Status.PASS, summary: str = "") -> StageResult:
         """A fresh result for ``stage`` with its repro filled in."""
@@ -103,6 +105,13 @@ class Context:
 
     def memory_text(self, n: int | None) -> str:
         return "unknown" if n is None else format_memory(n)
+
+
+def _short_path(path: Path) -> str:
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 def env_pairs(items: list[str]) -> dict[str, str]:

@@ -58,7 +58,7 @@ def select(
     if only is not None:
         by_name = {s.name: s for s in stages}
         keep: set[StageName] = set()
-        todo = [only]
+        todo: list[StageName] = [only]
         while todo:
             name = todo.pop()
             if name not in keep:
