@@ -17,7 +17,9 @@ import anyio
 import typer
 from rich.console import Console
 
-from flightcheck import __version__, config as config_mod, graph, report as report_mod
+from flightcheck import __version__, graph
+from flightcheck import config as config_mod
+from flightcheck import report as report_mod
 from flightcheck.context import Context, env_pairs
 from flightcheck.errors import FlightcheckError, UsageError
 from flightcheck.results import StageName, StageResult, Status

@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from flightcheck.config import Loaded, format_memory, parse_memory
-from flightcheck.runtimes.base import Sidecar
 from flightcheck.results import Repro, StageName, StageResult, Status
+from flightcheck.runtimes.base import Sidecar
 from flightcheck.secrets import MASK, Redactor, is_secret_name
 
 # Dagger turns snake_case function names into kebab-case CLI names.

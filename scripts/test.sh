@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The test command (README, .ci/run): static checks, then the whole pytest suite.
+# Extra arguments go to pytest (e.g. scripts/test.sh -m "not docker" -x).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+py=.venv/bin
+status=0
+"$py/ruff" check src ci pipeline.py bench || status=1
+"$py/pyright" || status=1
+"$py/pytest" "$@"
+rc=$?
+if [ "$rc" = 5 ]; then
+  echo "[test] pytest collected no tests: that is a failure of this repository" >&2
+  rc=1
+fi
+[ "$rc" = 0 ] || status=$rc
+exit "$status"
