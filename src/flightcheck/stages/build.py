@@ -1,0 +1,181 @@
+"""build: the image builds, and the modules the service needs import inside it.
+
+Selects the runtime (``--runtime``/``[run].runtime``; auto: docker when a daemon answers, else
+process), removes leftovers of crashed earlier runs, builds the image (docker: the build
+context is ``[service].source``, the Dockerfile ``[service].dockerfile``), then imports
+``[service].import_check`` inside the image with the network off — a dependency missing from
+the image fails here, naming the module and the distribution that likely provides it, not at
+the first request in production. Leaves ``ctx.artifacts["runtime"]`` and ``["image"]``.
+"""
+
+from __future__ import annotations
+
+import re
+
+from flightcheck.context import Context
+from flightcheck.results import Finding, Severity, StageResult, Status
+from flightcheck.runtimes import select_runtime
+from flightcheck.runtimes.base import BuildFailed, Image, Runtime
+
+STAGE = "build"
+IMPORT_TIMEOUT_S = 60.0
+_LOG_LINES = 30
+
+# Import names whose distribution is called something else (the common surprises).
+_DISTRIBUTIONS = {
+    "yaml": "PyYAML",
+    "PIL": "Pillow",
+    "cv2": "opencv-python",
+    "sklearn": "scikit-learn",
+    "bs4": "beautifulsoup4",
+    "dotenv": "python-dotenv",
+    "jwt": "PyJWT",
+    "dateutil": "python-dateutil",
+    "google.genai": "google-genai",
+    "google.generativeai": "google-generativeai",
+    "google.cloud.run_v2": "google-cloud-run",
+    "OpenSSL": "pyOpenSSL",
+    "Crypto": "pycryptodome",
+    "magic": "python-magic",
+    "multipart": "python-multipart",
+    "docx": "python-docx",
+    "attr": "attrs",
+    "pkg_resources": "setuptools",
+}
+_MISSING = re.compile(r"No module named '([^']+)'")
+_PARSE_LINE = re.compile(r"(?:parse error|error) (?:on )?line (\d+)", re.I)
+
+
+def distribution_for(module: str) -> str:
+    """The PyPI distribution that most likely provides ``module`` (a guess for the fix hint)."""
+    parts = module.split(".")
+    for n in range(len(parts), 0, -1):
+        hit = _DISTRIBUTIONS.get(".".join(parts[:n]))
+        if hit:
+            return hit
+    return parts[0].replace("_", "-")
+
+
+async def run(ctx: Context) -> StageResult:
+    res = ctx.result(STAGE)
+    svc = ctx.config.service
+    requested = ctx.runtime_name if ctx.runtime_name != "auto" else ctx.config.run.runtime
+    runtime = select_runtime(
+        requested,
+        redactor=ctx.redactor,
+        on_log=lambda line: ctx.log(STAGE, line),
+        name=svc.name,
+        command=svc.command,
+        pythonpath=[ctx.config.resolve(p) for p in svc.pythonpath],
+    )
+    ctx.artifacts["runtime"] = runtime
+    res.details["runtime"] = runtime.name
+
+    removed = await runtime.cleanup_stale()
+    if removed:
+        ctx.log(STAGE, f"removed {removed} leftover(s) of earlier runs that did not clean up")
+    res.details["stale_removed"] = removed
+
+    source = ctx.config.source_dir
+    try:
+        image = await runtime.build(source, svc.dockerfile)
+    except BuildFailed as exc:
+        return _build_failed(ctx, res, exc, runtime)
+    ctx.artifacts["image"] = image
+    _measure(res, image)
+
+    problem = await runtime.import_check(image, list(svc.import_check), IMPORT_TIMEOUT_S)
+    if problem is not None:
+        _import_failed(ctx, res, problem, runtime)
+        return res
+    what = "image" if runtime.name == "docker" else "source tree"
+    res.summary = (
+        f"{what} {image.ref} ready in {image.build_seconds:.1f} s"
+        + (" (cached)" if image.cached else "")
+        + (f"; imports ok: {', '.join(svc.import_check)}" if svc.import_check else "")
+    )
+    return res
+
+
+def _measure(res: StageResult, image: Image) -> None:
+    res.measure("build_seconds", round(image.build_seconds, 3), "s")
+    res.measure("image_size_bytes", image.size_bytes, "bytes")
+    res.measure("cached", image.cached)
+    res.details["image"] = image.ref  # docker: flightcheck/<service>:<context digest>
+
+
+def _build_failed(ctx: Context, res: StageResult, exc: BuildFailed, runtime: Runtime) -> StageResult:
+    svc = ctx.config.service
+    dockerfile = svc.dockerfile
+    message = ctx.redactor(str(exc))
+    tail = ctx.redactor(exc.log_tail)
+    res.status = Status.FAIL
+    if "no Dockerfile" in message:
+        res.summary = f"no Dockerfile at {ctx.config.source_dir / dockerfile}"
+        fix = (
+            f"add {dockerfile} to {ctx.config.source_dir}, point [service].dockerfile at the "
+            "right file, or run without an image: --runtime process"
+        )
+        res.findings.append(
+            Finding(code="build.dockerfile-missing", category="build", message=message,
+                    file=dockerfile, fix=fix)
+        )
+        return res
+    line = _PARSE_LINE.search(message)
+    if "parse error" in message or "unknown instruction" in message:
+        res.summary = f"{dockerfile} does not parse"
+        res.findings.append(
+            Finding(code="build.dockerfile-syntax", category="build", message=message,
+                    file=dockerfile, line=int(line.group(1)) if line else None,
+                    fix="fix the instruction at that line (https://docs.docker.com/reference/dockerfile/)")
+        )
+        return res
+    res.summary = f"{exc.step or 'the build'} failed" if runtime.name == "docker" else message
+    body = message + (f"\nlast {_LOG_LINES} build log lines:\n{tail}" if tail else "")
+    res.findings.append(
+        Finding(
+            code="build.step-failed" if exc.step else "build.failed",
+            category="build",
+            message=body,
+            file=dockerfile if runtime.name == "docker" else None,
+            fix="rerun the build locally to iterate on that step: "
+            f"docker build -f {dockerfile} {ctx.config.source_dir}",
+        )
+    )
+    res.details["failing_step"] = exc.step
+    res.details["log_tail"] = tail
+    return res
+
+
+def _import_failed(ctx: Context, res: StageResult, problem: str, runtime: Runtime) -> None:
+    res.status = Status.FAIL
+    missing = list(dict.fromkeys(_MISSING.findall(problem)))
+    where = "inside the image" if runtime.name == "docker" else "with the process runtime's Python"
+    if missing:
+        dists = [distribution_for(m) for m in missing]
+        res.summary = f"{where}, import fails: no module {', '.join(repr(m) for m in missing)}"
+        for module, dist in zip(missing, dists, strict=True):
+            if runtime.name == "docker":
+                fix = (f"add {dist} to the image's dependencies (requirements.txt / pyproject "
+                       "dependencies installed by the Dockerfile) and rebuild")
+            else:
+                fix = f"install it into the interpreter flightcheck runs with: pip install {dist}"
+            res.findings.append(
+                Finding(
+                    code="build.import",
+                    category="dependency",
+                    message=f"{where}: No module named {module!r} (likely distribution: {dist})"
+                    f"\n{problem}",
+                    fix=fix,
+                )
+            )
+    else:
+        res.summary = f"{where}, the critical imports fail"
+        res.findings.append(
+            Finding(code="build.import", category="dependency", severity=Severity.ERROR,
+                    message=problem,
+                    fix="run the import by hand in the image to see the full traceback: "
+                    "docker run --rm --entrypoint python <image> -c 'import "
+                    + ", ".join(ctx.config.service.import_check) + "'")
+        )
+    res.details["import_error"] = problem
