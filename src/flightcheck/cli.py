@@ -7,6 +7,7 @@ Exit codes: 0 every gate passed; 1 a gate failed; 2 usage or configuration error
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import time
 from datetime import UTC, datetime
@@ -135,7 +136,7 @@ def run_pipeline(
         environment=environment,
     )
     started = datetime.now(UTC)
-    results = anyio.run(graph.run, ctx, stages)
+    results = anyio.run(_run_until_signalled, ctx, stages)
     ok = graph.overall_ok(results, strict=strict)
     used = ctx.artifacts.get("runtime")
     rep = report_mod.Report.build(
@@ -153,6 +154,27 @@ def run_pipeline(
             fh.write(report_mod.to_markdown(rep))
     print(f"report: {paths['json']}", file=sys.stderr)
     return 0 if ok else 1
+
+
+async def _run_until_signalled(ctx: Context, stages: list[graph.Stage]) -> list[StageResult]:
+    """Run the graph; SIGTERM (a cancelled CI job) cleans up like Ctrl-C does."""
+    results: list[StageResult] = []
+    terminated = False
+    async with anyio.create_task_group() as tg:
+
+        async def watch() -> None:
+            nonlocal terminated
+            with anyio.open_signal_receiver(signal.SIGTERM) as signals:
+                async for _ in signals:
+                    terminated = True
+                    tg.cancel_scope.cancel()
+
+        tg.start_soon(watch)
+        results = await graph.run(ctx, stages)
+        tg.cancel_scope.cancel()
+    if terminated:
+        raise KeyboardInterrupt
+    return results
 
 
 def _stage(name: str | None) -> StageName | None:

@@ -55,8 +55,8 @@ def parse_memory(text: str) -> int:
 
 
 def format_memory(n: int) -> str:
-    """bytes → the shortest exact binary quantity (``1Gi``, ``768Mi``) or MiB with decimals."""
-    for unit in ("Gi", "Mi", "Ki"):
+    """bytes → an exact binary quantity (``1Gi``, ``768Mi``), else MiB with one decimal."""
+    for unit in ("Gi", "Mi"):
         size = _UNITS[unit]
         if n % size == 0:
             return f"{n // size}{unit}"
@@ -125,10 +125,18 @@ class LintConfig(_Section):
         default_factory=lambda: ["tests/fixtures", ".venv", "node_modules", "build", "dist"],
         description="glob patterns (relative paths) never scanned",
     )
-    disable: list[str] = Field(default_factory=list, description="rule codes to turn off")
+    disable: list[str] = Field(
+        default_factory=list,
+        description="rules to turn off: codes (FC701), upstream codes (ASYNC210), categories "
+        "(ai-model-pin) or code prefixes (FC8)",
+    )
     max_file_kb: int = Field(default=1024, gt=0, description="larger files are skipped with a note")
     extra_floating_models: list[str] = Field(
         default_factory=list, description="more model names to treat as floating aliases"
+    )
+    severity: dict[str, Literal["error", "warning", "info"]] = Field(
+        default_factory=dict,
+        description="severity overrides by rule code or category, e.g. {FC802 = \"error\"}",
     )
 
 
@@ -207,7 +215,19 @@ class SmokeConfig(_Section):
     external_failure: Literal["warn", "fail"] = Field(
         default="warn", description="an unreachable external provider is a warning (or a failure)"
     )
-    request_timeout_s: PositiveSeconds = 30
+    request_timeout_s: PositiveSeconds = Field(
+        default=30, description="bound on every HTTP request to the service (a case may set less)"
+    )
+    fake_model_port: int = Field(
+        default=8929, ge=1, le=65535, description="port of the fake model server beside the service"
+    )
+    prices: dict[str, tuple[Annotated[float, Field(ge=0)], Annotated[float, Field(ge=0)]]] = (
+        Field(
+            default_factory=dict,
+            description="USD per 1M [input, output] tokens by model ('*': any other model); "
+            "the suite's prices win",
+        )
+    )
 
 
 class CanaryConfig(_Section):

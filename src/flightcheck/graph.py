@@ -37,7 +37,12 @@ class Stage:
 
 def default_graph() -> tuple[Stage, ...]:
     """The implemented stages, in order. Unimplemented stages are absent, not faked."""
-    return ()
+    from flightcheck.stages import build, run
+
+    return (
+        Stage("build", build.run),
+        Stage("run-with-memory-limit", run.run, needs=("build",), finalize=run.finalize),
+    )
 
 
 def select(
