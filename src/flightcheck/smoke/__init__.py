@@ -1,0 +1,1 @@
+"""The ai-smoke machinery: the suite format, assertions, and the case runner."""
