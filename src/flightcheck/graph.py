@@ -37,11 +37,19 @@ class Stage:
 
 def default_graph() -> tuple[Stage, ...]:
     """The implemented stages, in order. Unimplemented stages are absent, not faked."""
-    from flightcheck.stages import build, run
+    from flightcheck.stages import build, health, run, smoke
 
     return (
         Stage("build", build.run),
         Stage("run-with-memory-limit", run.run, needs=("build",), finalize=run.finalize),
+        Stage("health-poll", health.run, needs=("run-with-memory-limit",)),
+        Stage(
+            "ai-smoke",
+            smoke.run,
+            needs=("run-with-memory-limit",),
+            gates=("health-poll",),
+            prepare=smoke.prepare,
+        ),
     )
 
 

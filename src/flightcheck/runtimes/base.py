@@ -65,6 +65,7 @@ class Running(Protocol):
     endpoint: str  # http://127.0.0.1:PORT (or http://svc:PORT inside Dagger)
     memory_limit: int  # bytes
     sidecar_endpoint: str | None  # where flightcheck reaches the sidecar, if one was started
+    started_at: float  # time.time() when the service was started (probe windows count from it)
 
     async def status(self) -> Exit | None:
         """None while running; otherwise how it ended."""
