@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import REPO
+from mathcoach_support import REPO
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 TAG = "flightcheck-test/mathcoach:latest"

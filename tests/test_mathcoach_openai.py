@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import ServiceProcess
+from mathcoach_support import ServiceProcess
 
 KEY = "sk-test-0123456789abcdefSECRET"
 

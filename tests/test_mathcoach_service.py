@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 import sympy
-from conftest import ServiceProcess
+from mathcoach_support import ServiceProcess
 
 Start = Callable[..., ServiceProcess]
 TOPICS = ("fractions", "powers", "percentages", "arithmetic")

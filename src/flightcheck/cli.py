@@ -338,6 +338,8 @@ def main(argv: list[str] | None = None) -> None:
     """Console entry point: no tracebacks for expected errors, cleanup on Ctrl-C."""
     try:
         rc = app(args=argv, prog_name="flightcheck", standalone_mode=False)
+        if rc == 130:  # typer turns KeyboardInterrupt into Exit(130) after our cleanup ran
+            raise KeyboardInterrupt
     except FlightcheckError as exc:
         print(exc.render(), file=sys.stderr)
         sys.exit(exc.exit_code)
