@@ -37,10 +37,11 @@ class Stage:
 
 def default_graph() -> tuple[Stage, ...]:
     """The implemented stages, in order. Unimplemented stages are absent, not faked."""
-    from flightcheck.stages import build, health, run, smoke
+    from flightcheck.stages import build, health, lint, run, smoke
 
     return (
-        Stage("build", build.run),
+        Stage("lint", lint.run),
+        Stage("build", build.run, gates=("lint",)),
         Stage("run-with-memory-limit", run.run, needs=("build",), finalize=run.finalize),
         Stage("health-poll", health.run, needs=("run-with-memory-limit",)),
         Stage(

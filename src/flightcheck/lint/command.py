@@ -1,0 +1,91 @@
+"""``flightcheck lint [PATH] [--format text|json|sarif] [--output FILE] [--explain CODE]``.
+
+Exit 1 when any error-severity finding remains, else 0 (2: usage or configuration error)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from flightcheck import config as config_mod
+from flightcheck.errors import UsageError
+from flightcheck.lint.engine import LintReport, lint_paths
+from flightcheck.lint.output import render_text, summary, to_json, to_sarif
+from flightcheck.lint.rules import RULES
+from flightcheck.lint.rules import explain as explain_rule
+
+_FORMATS = ("text", "json", "sarif")
+
+
+def lint_command(
+    path: Annotated[
+        Optional[Path],  # noqa: UP045 - typer needs Optional on 3.11
+        typer.Argument(help="file or directory to lint (default: [lint].paths from the config)"),
+    ] = None,
+    format: Annotated[  # noqa: A002 - the option is called --format
+        str, typer.Option("--format", "-f", help="text | json | sarif")
+    ] = "text",
+    output: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option("--output", "-o", help="write the report to this file instead of stdout"),
+    ] = None,
+    explain: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option("--explain", help="print a rule's rationale and example fix (e.g. FC401; 'all' lists every rule)"),
+    ] = None,
+    config: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option("--config", "-c", help="flightcheck.toml (default: ./flightcheck.toml, else built-in defaults)"),
+    ] = None,
+) -> int:
+    """Lint Python sources, config files and Dockerfiles for what breaks AI services in production."""
+    if explain is not None:
+        typer.echo(_explain_all() if explain.lower() == "all" else explain_rule(explain))
+        return 0
+    if format not in _FORMATS:
+        raise UsageError(
+            f"unknown format {format!r}",
+            fix="use --format text, json or sarif",
+            repro="flightcheck lint --format sarif --output lint.sarif",
+        )
+    loaded = config_mod.load(config)
+    cfg = loaded.config
+    if path is not None:
+        target = path.resolve()
+        root = target if target.is_dir() else target.parent
+        report = lint_paths(root, [target], cfg.lint)
+    else:
+        report = lint_paths(cfg.source_dir, [cfg.resolve(p) for p in cfg.lint.paths], cfg.lint)
+    _emit(report, format, output)
+    return 1 if report.failed else 0
+
+
+def _emit(report: LintReport, fmt: str, output: Path | None) -> None:
+    if fmt == "text":
+        color = output is None and sys.stdout.isatty() and "NO_COLOR" not in os.environ
+        text = render_text(report, color=color)
+    else:
+        data = to_json(report) if fmt == "json" else to_sarif(report)
+        text = json.dumps(data, indent=2) + "\n"
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(text, encoding="utf-8")
+    if output is not None or fmt != "text":
+        # The document holds only findings; people still want the outcome and the skips.
+        for s in report.skipped:
+            print(f"skipped {s.file}: {s.reason}", file=sys.stderr)
+        for note in report.notes:
+            print(f"note: {note}", file=sys.stderr)
+        print(summary(report) + (f" → {output}" if output else ""), file=sys.stderr)
+
+
+def _explain_all() -> str:
+    rows = [f"{r.code}  {r.category:<17} {r.severity:<7} {r.name}" for r in RULES.values()]
+    return "\n".join(rows) + "\n\nflightcheck lint --explain CODE for the rationale and a fix."

@@ -1,0 +1,887 @@
+"""One Python file, one parse: syntax (the real compiler), imports, secrets, AI patterns.
+
+Runs in worker processes, so it imports only the standard library and the light textscan
+module. The cheap path: text checks decide whether a file can match any AST rule; a file
+that cannot is only compiled (which is the syntax check). A file that can is parsed once into
+an AST, the AST is compiled (the compiler's symbol-table/codegen errors: ``await``/``return``
+outside a function, ``yield from`` in async code, …) and walked once by :class:`_Visitor`.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+import warnings
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from flightcheck.lint.textscan import (
+    LineIndex,
+    Raw,
+    credential_name,
+    floating_message,
+    is_family_latest,
+    is_floating_model,
+    looks_random,
+    scan_credentials,
+    suppressions,
+)
+from flightcheck.secrets import redact_value
+
+_API_VERSION = re.compile(r"_v\d+(?:p\d+)?(?:alpha|beta)?\d*$")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What every worker needs to know about the whole scan (sent once per worker)."""
+
+    enabled: frozenset[str]
+    stdlib: frozenset[str]
+    local: frozenset[str]  # top-level module names found in the scanned tree
+    declared: frozenset[str]  # import names provided by declared distributions (dotted ok)
+    floating: frozenset[str]
+    namespaces: frozenset[str] = frozenset()  # strict prefixes of declared dotted names
+
+    @classmethod
+    def build(cls, *, enabled: frozenset[str], stdlib: frozenset[str], local: frozenset[str],
+              declared: frozenset[str], floating: frozenset[str]) -> Settings:
+        spaces = {d.rsplit(".", i)[0] for d in declared for i in range(1, d.count(".") + 1)}
+        return cls(enabled, stdlib, local, declared, floating, frozenset(spaces))
+
+    def resolves(self, module: str) -> bool:
+        top = module.partition(".")[0]
+        if top in self.stdlib or top in self.local or top == "__future__":
+            return True
+        parts = module.split(".")
+        for i in range(1, len(parts) + 1):
+            name = ".".join(parts[:i])
+            # google.cloud.run_v2 comes from google-cloud-run: versioned API modules
+            if name in self.declared or _API_VERSION.sub("", name) in self.declared:
+                return True
+        return False
+
+    def namespace(self, module: str) -> bool:
+        """A declared dotted name lives below ``module`` (``google`` for ``google.genai``)."""
+        return module in self.namespaces
+
+
+@dataclass
+class FileResult:
+    rel: str
+    raws: list[Raw] = field(default_factory=list)
+    suppress: dict[int, set[str]] = field(default_factory=dict)
+    lines: int = 0
+    skipped: str | None = None
+    parsed: bool = False  # whether the AST path ran (for the benchmark's curiosity)
+    # Cross-module facts for FC404: module-level LLM clients defined here (name → kind), and
+    # calls in async code on clients defined elsewhere (subject: the client's dotted name).
+    exports: dict[str, str] = field(default_factory=dict)
+    pending: list[Raw] = field(default_factory=list)
+
+
+# --- cheap text gates ----------------------------------------------------------------------
+
+_IMPORT_WORD = re.compile(r"import[ \t]+([^\n#;]*)")
+_FROM_PREFIX = re.compile(r"[ \t]*from[ \t]+([.\w]+)[ \t]+")
+_IMPORT_ITEM = re.compile(r"\s*([\w.]+)(?:\s+as\s+\w+)?\s*")
+# Literal-first patterns over lower-cased text: re finds a literal prefix far faster than an
+# alternation, and this gate runs on every file.
+_SECRET_WORDS = ("key", "token", "secret", "passw", "pwd", "passphrase", "credential")
+_SECRET_TAIL = (
+    r"[\"']?(?:[ \t]*:[ \t]*[\w\[\]|. ]+)?[ \t]*[=:,][ \t]*[rbu]{0,2}[\"'][^\"'\s]{12,}[\"']"
+)
+_SECRET_HINTS = tuple((w, re.compile(re.escape(w) + _SECRET_TAIL)) for w in _SECRET_WORDS)
+_MODEL_NEEDLES = ("-latest", "gpt-", "gemini", "claude", "o1", "o3", "o4")
+_AI_TOPS = frozenset(
+    {"openai", "anthropic", "groq", "mistralai", "litellm", "together", "cohere", "vertexai",
+     "httpx", "requests"}
+)
+LLM_MODULES: tuple[str, ...] = (
+    "openai", "anthropic", "groq", "mistralai", "litellm", "together", "cohere",
+    "google.genai", "google.generativeai", "vertexai",
+)
+_AI_CODES = frozenset({"FC404", "FC501", "FC502", "FC503", "FC601"})
+_AI_NEEDLES = ("genai", "urlopen", "generate_content", "embed_content")
+_LLM_METHOD = re.compile(
+    r"\.(?:completions|messages|responses|embeddings)\.(?:create|parse|stream)\b|\.chat\.complete"
+)
+
+
+def _imported_modules(text: str) -> tuple[set[str], bool]:
+    """Absolute modules named by import statements (a superset: lines inside strings count
+    too), and whether some import was written too oddly to read without parsing."""
+    found: set[str] = set()
+    odd = False
+    for m in _IMPORT_WORD.finditer(text):
+        line_start = text.rfind("\n", 0, m.start()) + 1
+        prefix = text[line_start : m.start()]
+        if not prefix or prefix.isspace():
+            items = m.group(1).strip()
+            if not items or items.endswith(("\\", ",", "(")):
+                odd = True
+                continue
+            for item in items.split(","):
+                im = _IMPORT_ITEM.fullmatch(item)
+                if im is None:
+                    odd = True
+                else:
+                    found.add(im.group(1))
+        else:
+            fm = _FROM_PREFIX.fullmatch(prefix)
+            if fm is not None and not fm.group(1).startswith("."):
+                found.add(fm.group(1))
+    return found, odd
+
+
+def _secret_hint(text: str) -> bool:
+    low = text.lower()
+    return any(word in low and pat.search(low) for word, pat in _SECRET_HINTS)
+
+
+def _model_gate(floating: frozenset[str]) -> tuple[tuple[str, ...], re.Pattern[str]]:
+    names = "|".join(re.escape(n) for n in sorted(floating, key=len, reverse=True))
+    extra = tuple(n for n in floating if not any(nd in n for nd in _MODEL_NEEDLES))
+    return _MODEL_NEEDLES + extra, re.compile(r"-latest[\"']|[\"'/](?:" + names + r")[\"']")
+
+
+# --- the per-file entry point ----------------------------------------------------------------
+
+
+def decode(data: bytes) -> str | None:
+    """UTF-8 (BOM ok), else the PEP 263 coding declaration; None when neither decodes."""
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        pass
+    head = data[:400].split(b"\n", 2)[:2]
+    for line in head:
+        m = re.match(rb"^[ \t\f]*#.*?coding[:=][ \t]*([-\w.]+)", line)
+        if m:
+            try:
+                return data.decode(m.group(1).decode("ascii"))
+            except (LookupError, UnicodeDecodeError):
+                return None
+    return None
+
+
+class Scanner:
+    """Checks Python files with fixed settings; one per worker process."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.s = settings
+        self._model_needles, self._model_re = _model_gate(settings.floating)
+        on = settings.enabled
+        self._want_imports = "FC201" in on
+        self._want_generic = "FC304" in on
+        self._want_cred = bool({"FC301", "FC302", "FC303"} & on)
+        self._want_ai = bool(_AI_CODES & on)
+        self._want_model = "FC701" in on
+
+    def scan(self, rel: str, text: str, *, is_test: bool) -> FileResult:
+        res = FileResult(rel)
+        index = LineIndex(text)
+        res.lines = index.lines
+        res.suppress = suppressions(text, index)
+        if self._want_cred:
+            res.raws.extend(
+                r._replace(severity="warning") if is_test and r.code == "FC303" else r
+                for r in scan_credentials(text, index)
+            )
+
+        imported: set[str] = set()
+        need_imports = need_ai = need_exprs = False
+        if self._want_imports or self._want_ai:
+            imported, odd = _imported_modules(text)
+            need_imports = self._want_imports and (
+                odd or any(not self.s.resolves(m) or self.s.namespace(m) for m in imported)
+            )
+        if self._want_ai:
+            tops = {m.partition(".")[0] for m in imported}
+            need_ai = (
+                bool(tops & _AI_TOPS)
+                or any(n in text for n in _AI_NEEDLES)
+                or _LLM_METHOD.search(text) is not None  # a client imported from elsewhere
+            )
+        need_exprs = (
+            need_ai
+            or (self._want_generic and _secret_hint(text))
+            or (
+                self._want_model
+                and any(n in text for n in self._model_needles)
+                and self._model_re.search(text) is not None
+            )
+        )
+        need_ast = need_imports or need_exprs
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # SyntaxWarnings are not our findings
+            try:
+                if not need_ast:
+                    compile(text, rel, "exec", dont_inherit=True)
+                    return res
+                tree = ast.parse(text, rel)
+                res.parsed = True
+                try:
+                    compile(tree, rel, "exec", dont_inherit=True)
+                except SyntaxError as exc:
+                    res.raws.append(_syntax(exc))
+            except SyntaxError as exc:
+                res.raws.append(_syntax(exc))
+                return res
+            except (ValueError, MemoryError, RecursionError) as exc:
+                res.skipped = f"cannot be compiled ({type(exc).__name__}: {exc})"
+                return res
+        try:
+            visitor = _Visitor(self.s, is_test=is_test, expressions=need_exprs)
+            visitor.visit(tree, None)
+            visitor.finish()
+        except RecursionError:
+            res.skipped = "nested too deeply for the AST rules (syntax was checked)"
+            return res
+        res.exports, res.pending = visitor.exports, visitor.pending
+        taken = {r.line for r in res.raws if r.code in ("FC301", "FC302")}
+        res.raws.extend(
+            r for r in visitor.raws
+            if r.code in self.s.enabled and not (r.code == "FC304" and r.line in taken)
+        )
+        return res
+
+
+def _syntax(exc: SyntaxError) -> Raw:
+    kind = type(exc).__name__
+    line = exc.lineno or 1
+    col = exc.offset or 1
+    return Raw("FC101", line, max(col, 1), f"{kind}: {exc.msg}")
+
+
+# --- the AST walk ----------------------------------------------------------------------------
+
+_LLM_SYNC = frozenset(
+    {"openai.OpenAI", "openai.AzureOpenAI", "anthropic.Anthropic", "anthropic.AnthropicBedrock",
+     "anthropic.AnthropicVertex", "groq.Groq"}
+)
+_LLM_ASYNC = frozenset(
+    {"openai.AsyncOpenAI", "openai.AsyncAzureOpenAI", "anthropic.AsyncAnthropic",
+     "anthropic.AsyncAnthropicBedrock", "anthropic.AsyncAnthropicVertex", "groq.AsyncGroq"}
+)
+_GENAI_CLIENT = frozenset({"google.genai.Client", "google.genai.client.Client"})
+_HTTPX_CLIENTS = {"httpx.Client": "httpx-sync", "httpx.AsyncClient": "httpx-async"}
+_HTTPX_FUNCS = frozenset(
+    f"httpx.{m}" for m in ("get", "post", "put", "patch", "delete", "head", "options", "request",
+                           "stream")
+)
+_REQUESTS_SESSION = frozenset({"requests.Session", "requests.session", "requests.sessions.Session"})
+_HTTP_METHODS = frozenset(
+    {"get", "post", "put", "patch", "delete", "head", "options", "request", "stream", "send"}
+)
+_URLOPEN = frozenset({"urllib.request.urlopen"})
+_LITELLM = {"litellm.completion": "sync", "litellm.acompletion": "async",
+            "litellm.embedding": "sync", "litellm.aembedding": "async"}
+# Method paths of LLM API calls, as trailing attribute names.
+_LLM_SUFFIXES: tuple[tuple[str, ...], ...] = (
+    ("completions", "create"), ("completions", "parse"), ("completions", "stream"),
+    ("responses", "create"), ("responses", "parse"), ("responses", "stream"),
+    ("embeddings", "create"), ("messages", "create"), ("messages", "stream"),
+    ("models", "generate_content"), ("models", "generate_content_stream"),
+    ("models", "embed_content"), ("chat", "complete"), ("chat", "complete_async"),
+    ("chat", "stream_async"), ("ChatCompletion", "create"), ("ChatCompletion", "acreate"),
+    ("Completion", "create"), ("Embedding", "create"),
+    ("generate_content",), ("generate_content_async",),
+)
+_API_WORDS = frozenset({"chat", "beta", "aio", "models", "messages", "completions", "responses",
+                        "embeddings"})
+_IMPORT_ERRORS = frozenset({"ImportError", "ModuleNotFoundError", "Exception", "BaseException"})
+# Handlers that catch only these do not guard an API call.
+_UNRELATED = frozenset(
+    {"KeyError", "ValueError", "TypeError", "IndexError", "AttributeError", "JSONDecodeError",
+     "StopIteration", "StopAsyncIteration", "ImportError", "ModuleNotFoundError", "NameError",
+     "UnicodeError", "UnicodeDecodeError", "ZeroDivisionError", "AssertionError", "LookupError",
+     "ArithmeticError", "NotImplementedError", "ValidationError"}
+)
+_ENV_GETTERS = frozenset({"os.environ.get", "os.getenv", "os.environ.setdefault", "os.environ.pop"})
+
+
+_PLATFORM_TESTS = frozenset({"sys.platform", "os.name", "sys.version_info", "platform.system",
+                             "sys.implementation"})
+# Namespace packages shared by many distributions: the dotted name says which one is missing.
+NAMESPACE_ROOTS = frozenset({"google", "azure", "opentelemetry", "jaraco", "zope", "backports"})
+_GENAI_METHODS = frozenset({"generate_content", "generate_content_stream", "embed_content"})
+
+Mode = str  # "sync" | "async" | "" (decide by the receiver)
+
+
+@dataclass
+class _Frame:
+    is_async: bool
+    retry: bool = False
+    guarded: int = 0  # enclosing try blocks (this function) whose handlers can catch API errors
+    import_guard: int = 0  # enclosing try blocks that catch ImportError
+
+
+@dataclass
+class _Call:
+    node: ast.Call
+    label: str
+    in_async: bool
+    guarded: bool
+    receiver: str | None
+    mode: Mode
+    sync_use: bool  # result used on the spot (attribute, subscript, for, with): not a coroutine
+    awaited: bool
+
+
+def _names(expr: ast.expr | None) -> list[str]:
+    """Exception class names an ``except`` clause catches (last dotted part)."""
+    if expr is None:
+        return ["*"]
+    if isinstance(expr, ast.Tuple):
+        return [n for e in expr.elts for n in _names(e)]
+    if isinstance(expr, ast.Attribute):
+        return [expr.attr]
+    if isinstance(expr, ast.Name):
+        return [expr.id]
+    return ["?"]
+
+
+def _dotted(expr: ast.expr) -> str | None:
+    parts: list[str] = []
+    while isinstance(expr, ast.Attribute):
+        parts.append(expr.attr)
+        expr = expr.value
+    if isinstance(expr, ast.Name):
+        parts.append(expr.id)
+        return ".".join(reversed(parts))
+    return None
+
+
+def _kw(call: ast.Call, name: str) -> ast.expr | None:
+    for k in call.keywords:
+        if k.arg == name:
+            return k.value
+    return None
+
+
+def _has_kw(call: ast.Call, name: str) -> bool:
+    return any(k.arg == name for k in call.keywords)
+
+
+def _splat(call: ast.Call) -> bool:
+    """``**kwargs``/``*args`` present: the call may pass anything, so assume it does."""
+    return any(k.arg is None for k in call.keywords) or any(
+        isinstance(a, ast.Starred) for a in call.args
+    )
+
+
+def _is_none(expr: ast.expr | None) -> bool:
+    return isinstance(expr, ast.Constant) and expr.value is None
+
+
+def _str(expr: ast.expr | None) -> str | None:
+    if isinstance(expr, ast.Constant) and isinstance(expr.value, str):
+        return expr.value
+    return None
+
+
+def _model_name(name: str) -> bool:
+    return "model" in name.lower()
+
+
+_SUFFIXES_BY_LAST: dict[str, list[tuple[str, ...]]] = {}
+for _sfx in _LLM_SUFFIXES:
+    _SUFFIXES_BY_LAST.setdefault(_sfx[-1], []).append(_sfx)
+
+
+def _suffix(chain: tuple[str, ...]) -> tuple[str, ...] | None:
+    for sfx in _SUFFIXES_BY_LAST.get(chain[-1], ()):
+        if chain[-len(sfx) :] == sfx:
+            return sfx
+    return None
+
+
+_LEAVES = (ast.expr_context, ast.operator, ast.unaryop, ast.cmpop, ast.boolop, ast.Name)
+_SYNC_PARENTS = (ast.Attribute, ast.Subscript, ast.For, ast.comprehension, ast.With)
+
+
+class _Visitor:
+    """One walk over a module's AST, collecting raw findings; call :meth:`finish` after."""
+
+    def __init__(self, settings: Settings, *, is_test: bool, expressions: bool = True) -> None:
+        self.s = settings
+        self.expressions = expressions  # False: only import statements matter in this file
+        self.raws: list[Raw] = []
+        self.aliases: dict[str, str] = {}  # local name → qualified name
+        self.frames: list[_Frame] = [_Frame(is_async=False)]
+        self.type_checking = 0
+        self.kinds: dict[str, str] = {}  # receiver key → client kind ("" when ambiguous)
+        self.calls: list[_Call] = []
+        self.session_calls: list[tuple[ast.Call, str, str]] = []
+        self.llm_ctors: list[tuple[ast.Call, str]] = []
+        self.httpx_ctors: list[tuple[ast.Call, str, str]] = []  # (call, bound name, class)
+        self.exports: dict[str, str] = {}
+        self.pending: list[Raw] = []
+        self.is_test = is_test
+
+    # -- plumbing --
+
+    def visit(self, node: ast.AST, parent: ast.AST | None) -> None:
+        if not self.expressions and isinstance(node, ast.expr):
+            return
+        method = _DISPATCH.get(type(node))
+        if method is not None:
+            method(self, node, parent)
+        else:
+            self.children(node)
+
+    def children(self, node: ast.AST) -> None:
+        # ast.iter_child_nodes without the generator, and without the Load/Store leaves.
+        for name in node._fields:
+            value = getattr(node, name, None)
+            if isinstance(value, list):
+                for item in value:  # pyright: ignore[reportUnknownVariableType]
+                    if isinstance(item, ast.AST) and not isinstance(item, _LEAVES):
+                        self.visit(item, node)
+            elif isinstance(value, ast.AST) and not isinstance(value, _LEAVES):
+                self.visit(value, node)
+
+    def body(self, stmts: Iterable[ast.AST], parent: ast.AST) -> None:
+        for stmt in stmts:
+            self.visit(stmt, parent)
+
+    def add(self, code: str, node: ast.AST, message: str, *, severity: str | None = None,
+            subject: str | None = None) -> None:
+        line = getattr(node, "lineno", 1)
+        col = getattr(node, "col_offset", 0) + 1
+        self.raws.append(Raw(code, line, col, message, severity, subject))
+
+    def qual(self, expr: ast.expr) -> str | None:
+        """The imported thing an expression names (``OpenAI`` → ``openai.OpenAI``), or None."""
+        dotted = _dotted(expr)
+        if dotted is None:
+            return None
+        head, _, rest = dotted.partition(".")
+        base = self.aliases.get(head)
+        if base is None:
+            return None
+        return f"{base}.{rest}" if rest else base
+
+    # -- scopes --
+
+    def v_function(self, node: ast.FunctionDef | ast.AsyncFunctionDef, parent: ast.AST | None) -> None:
+        self.body(node.decorator_list, node)
+        if self.expressions:
+            self._arguments(node.args, node)
+        retry = any(self._is_retry(d) for d in node.decorator_list)
+        self.frames.append(_Frame(is_async=isinstance(node, ast.AsyncFunctionDef), retry=retry))
+        self.body(node.body, node)
+        self.frames.pop()
+
+    def v_lambda(self, node: ast.Lambda, parent: ast.AST | None) -> None:
+        self._arguments(node.args, node)
+        self.frames.append(_Frame(is_async=False))
+        self.visit(node.body, node)
+        self.frames.pop()
+
+    def _arguments(self, args: ast.arguments, owner: ast.AST) -> None:
+        positional = [*args.posonlyargs, *args.args]
+        pairs = list(zip(positional[len(positional) - len(args.defaults) :], args.defaults, strict=True))
+        pairs += [(a, d) for a, d in zip(args.kwonlyargs, args.kw_defaults, strict=True) if d is not None]
+        for arg, default in pairs:
+            self._named_value(arg.arg, default)
+            self.visit(default, owner)
+        for arg in (*positional, *args.kwonlyargs):
+            if arg.annotation is not None:
+                self._set_kind(arg.arg, self._kind_of(self.qual(arg.annotation)))
+
+    @staticmethod
+    def _is_retry(dec: ast.expr) -> bool:
+        name = (_dotted(dec.func if isinstance(dec, ast.Call) else dec) or "").lower()
+        return "retry" in name or name.endswith("on_exception")
+
+    def v_try(self, node: ast.Try | ast.TryStar, parent: ast.AST | None) -> None:
+        caught = [n for h in node.handlers for n in _names(h.type)]
+        guards = any(n not in _UNRELATED for n in caught)
+        imports = any(n in _IMPORT_ERRORS or n == "*" for n in caught)
+        frame = self.frames[-1]
+        frame.guarded += guards
+        frame.import_guard += imports
+        self.body(node.body, node)
+        frame.guarded -= guards
+        frame.import_guard -= imports
+        self.body(node.handlers, node)
+        self.body(node.orelse, node)
+        self.body(node.finalbody, node)
+
+    def v_if(self, node: ast.If, parent: ast.AST | None) -> None:
+        self.visit(node.test, node)
+        type_checking = (_dotted(node.test) or "").endswith("TYPE_CHECKING")
+        # Imports that depend on the platform or Python version: which branch runs in the
+        # image is not known here, so neither branch's imports are judged.
+        platform = not type_checking and any(
+            (_dotted(n) or "") in _PLATFORM_TESTS
+            for n in ast.walk(node.test)
+            if isinstance(n, ast.Attribute)
+        )
+        self.type_checking += type_checking + platform
+        self.body(node.body, node)
+        self.type_checking -= type_checking
+        self.body(node.orelse, node)
+        self.type_checking -= platform
+
+    # -- imports --
+
+    def v_import(self, node: ast.Import, parent: ast.AST | None) -> None:
+        for alias in node.names:
+            if alias.asname:
+                self.aliases[alias.asname] = alias.name
+            else:
+                top = alias.name.partition(".")[0]
+                self.aliases[top] = top
+            self._check_import(node, alias.name, ())
+
+    def v_import_from(self, node: ast.ImportFrom, parent: ast.AST | None) -> None:
+        if node.level or not node.module:
+            return
+        for alias in node.names:
+            self.aliases[alias.asname or alias.name] = f"{node.module}.{alias.name}"
+        self._check_import(node, node.module, tuple(a.name for a in node.names))
+
+    def _check_import(self, node: ast.stmt, module: str, names: tuple[str, ...]) -> None:
+        if self.type_checking or self.frames[-1].import_guard or "FC201" not in self.s.enabled:
+            return
+        s = self.s
+        if s.resolves(module):
+            return
+        if names and all(n != "*" and s.resolves(f"{module}.{n}") for n in names):
+            return
+        if names and names[0] != "*" and (module in NAMESPACE_ROOTS or s.namespace(module)):
+            module = f"{module}.{names[0]}"  # `from google import genai` is about google.genai
+        self.add(
+            "FC201",
+            node,
+            f"import of {module!r}: no declared dependency, local module or stdlib module provides it",
+            severity="warning" if self.is_test else None,
+            subject=module,
+        )
+
+    # -- values bound to names: secrets and model names --
+
+    def v_assign(self, node: ast.Assign | ast.AnnAssign, parent: ast.AST | None) -> None:
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+        value = node.value
+        if value is not None and self.expressions:
+            for target in targets:
+                name = self._target_name(target)
+                if name is not None:
+                    self._named_value(name, value)
+                key = _dotted(target)
+                if key is not None and isinstance(value, ast.Call):
+                    self._bind(key, value)
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            self._set_kind(node.target.id, self._kind_of(self.qual(node.annotation)))
+        self.children(node)
+
+    @staticmethod
+    def _target_name(target: ast.expr) -> str | None:
+        if isinstance(target, ast.Name):
+            return target.id
+        if isinstance(target, ast.Attribute):
+            return target.attr
+        if isinstance(target, ast.Subscript):
+            return _str(target.slice)
+        return None
+
+    def _named_value(self, name: str, value: ast.expr) -> None:
+        """``name = value`` in any spelling: credential names with random values (FC304),
+        model names with floating aliases (FC701)."""
+        text = _str(value)
+        if text is None and isinstance(value, ast.Call):
+            # pydantic Field("default"), SecretStr("..."), os.getenv("X", "default")
+            default = _kw(value, "default")
+            cands = [t for t in (_str(a) for a in value.args[:2]) if t is not None]
+            text = _str(default) if default is not None else (cands[-1] if cands else None)
+        if text is None:
+            return
+        if credential_name(name):
+            if looks_random(text):
+                self.add("FC304", value, f"hard-coded secret in {name}: {redact_value(text)}")
+        elif _model_name(name) and is_floating_model(text, self.s.floating):
+            self.add("FC701", value, floating_message(text))
+
+    def v_dict(self, node: ast.Dict, parent: ast.AST | None) -> None:
+        for key, value in zip(node.keys, node.values, strict=True):
+            name = _str(key)
+            if name is not None:
+                self._named_value(name, value)
+        self.children(node)
+
+    def v_constant(self, node: ast.Constant, parent: ast.AST | None) -> None:
+        value = node.value
+        if isinstance(value, str) and "-latest" in value and is_family_latest(value):
+            self.add("FC701", node, floating_message(value))
+
+    # -- calls --
+
+    def v_with(self, node: ast.With | ast.AsyncWith, parent: ast.AST | None) -> None:
+        for item in node.items:
+            self.visit(item.context_expr, node)
+            if item.optional_vars is not None:
+                key = _dotted(item.optional_vars)
+                if key is not None and isinstance(item.context_expr, ast.Call):
+                    self._bind(key, item.context_expr)
+                self.visit(item.optional_vars, node)
+        self.body(node.body, node)
+
+    def v_call(self, node: ast.Call, parent: ast.AST | None) -> None:
+        q = self.qual(node.func)
+        if q is not None:
+            self._known_call(node, q, parent)
+        if isinstance(node.func, ast.Attribute):
+            self._method_call(node, node.func, parent, q)
+        for kw in node.keywords:
+            if kw.arg is not None:
+                self._named_value(kw.arg, kw.value)
+        self.children(node)
+
+    def _known_call(self, node: ast.Call, q: str, parent: ast.AST | None) -> None:
+        if q in _LLM_SYNC or q in _LLM_ASYNC:
+            timeout = _kw(node, "timeout")
+            if (timeout is None and not _splat(node)) or _is_none(timeout):
+                self.llm_ctors.append((node, q))
+        elif q in _GENAI_CLIENT:
+            if not _splat(node) and not self._genai_timeout(_kw(node, "http_options")):
+                self.llm_ctors.append((node, "google.genai.Client"))
+        elif q in _HTTPX_FUNCS:
+            if not _has_kw(node, "timeout") and not _splat(node):
+                self.add("FC503", node, f"{q}(...) without an explicit timeout: httpx's 5 s "
+                         "default is shorter than many LLM responses")
+        elif q in _URLOPEN:
+            if len(node.args) < 3 and not _has_kw(node, "timeout") and not _splat(node):
+                self.add("FC502", node, "urllib.request.urlopen() without a timeout can wait forever")
+        elif q in _ENV_GETTERS and len(node.args) >= 2:
+            env, default = _str(node.args[0]), _str(node.args[1])
+            if env and default:
+                if credential_name(env):
+                    if looks_random(default):
+                        self.add("FC304", node.args[1], f"hard-coded secret as the default of "
+                                 f"{q}({env!r}): {redact_value(default)}")
+                elif _model_name(env) and is_floating_model(default, self.s.floating):
+                    self.add("FC701", node.args[1], floating_message(default))
+        elif q in _LITELLM:
+            self._record_call(node, q, parent, receiver=None, mode=_LITELLM[q])
+
+    @staticmethod
+    def _genai_timeout(opts: ast.expr | None) -> bool:
+        if opts is None or _is_none(opts):
+            return False
+        if isinstance(opts, ast.Dict):
+            return any(_str(k) == "timeout" for k in opts.keys)
+        if isinstance(opts, ast.Call):
+            return _has_kw(opts, "timeout") or _splat(opts)
+        return True  # built elsewhere: cannot tell, assume it carries a timeout
+
+    def _method_call(self, node: ast.Call, func: ast.Attribute, parent: ast.AST | None,
+                     q: str | None) -> None:
+        attrs: list[str] = []
+        base: ast.expr = func
+        while isinstance(base, ast.Attribute):
+            attrs.append(base.attr)
+            base = base.value
+        chain = tuple(reversed(attrs))
+        sfx = _suffix(chain)
+        if sfx is not None:
+            head = list(chain[: len(chain) - len(sfx)])
+            while head and head[-1] in _API_WORDS:
+                head.pop()
+            if "aio" in chain or chain[-1].endswith(("_async", "acreate")):
+                mode = "async"
+            elif chain[-1] in _GENAI_METHODS:
+                mode = "sync-if-genai"  # google's async API lives under .aio / *_async
+            else:
+                mode = ""
+            self._record_call(node, _dotted(func) or ".".join(chain[-3:]), parent,
+                              receiver=self._receiver(base, head), mode=mode)
+        elif chain[-1] in _HTTP_METHODS and q is None:
+            receiver = self._receiver(base, list(chain[:-1]))
+            if receiver is not None and not _has_kw(node, "timeout") and not _splat(node):
+                self.session_calls.append((node, receiver, chain[-1]))
+
+    def _receiver(self, base: ast.expr, head: list[str]) -> str | None:
+        if isinstance(base, ast.Name):
+            return ".".join([base.id, *head])
+        if isinstance(base, ast.Call):
+            q = self.qual(base.func)
+            return f"<call>{q}" if q else None
+        return None
+
+    def _record_call(self, node: ast.Call, label: str, parent: ast.AST | None, *,
+                     receiver: str | None, mode: Mode) -> None:
+        frame = self.frames[-1]
+        self.calls.append(
+            _Call(node, label, frame.is_async, bool(frame.guarded) or frame.retry, receiver,
+                  mode, isinstance(parent, _SYNC_PARENTS), isinstance(parent, ast.Await))
+        )
+
+    # -- client kinds --
+
+    def _bind(self, key: str, call: ast.Call) -> None:
+        """``key = Client(...)`` or ``with Client(...) as key``: remember what ``key`` is."""
+        q = self.qual(call.func)
+        kind = self._kind_of(q)
+        self._set_kind(key, kind)
+        if kind in ("llm-sync", "llm-async") and len(self.frames) == 1 and "." not in key:
+            self.exports[key] = kind
+        if q in _HTTPX_CLIENTS and not _has_kw(call, "timeout") and not _splat(call):
+            self.httpx_ctors.append((call, key, q))
+
+    def _set_kind(self, key: str, kind: str | None) -> None:
+        if kind is not None:
+            old = self.kinds.get(key)
+            self.kinds[key] = kind if old in (None, kind) else ""
+
+    @staticmethod
+    def _kind_of(q: str | None) -> str | None:
+        if q is None:
+            return None
+        if q in _LLM_SYNC:
+            return "llm-sync"
+        if q in _LLM_ASYNC:
+            return "llm-async"
+        if q in _GENAI_CLIENT:
+            return "genai"
+        if q in _REQUESTS_SESSION:
+            return "requests-session"
+        return _HTTPX_CLIENTS.get(q)
+
+    def _kind(self, receiver: str | None) -> str | None:
+        if receiver is None:
+            return None
+        if receiver.startswith("<call>"):
+            return self._kind_of(receiver[6:])
+        kind = self.kinds.get(receiver)
+        if kind is None and receiver.startswith("self."):
+            kind = self.kinds.get(receiver[5:])
+        return kind or None
+
+    # -- after the walk: rules that need the whole file --
+
+    def finish(self) -> None:
+        on = self.s.enabled
+        llm = any(
+            v == m or v.startswith(m + ".") for v in self.aliases.values() for m in LLM_MODULES
+        )
+        genai = any(v.startswith(("google.genai", "google.generativeai")) for v in self.aliases.values())
+        calls = self.calls if llm else []
+        for call in calls:
+            if "FC404" in on and call.in_async and not call.awaited:
+                blocks = self._blocks(call, genai)
+                if blocks:
+                    self.add("FC404", call.node, _blocking_message(call))
+                elif blocks is None:
+                    self._defer("FC404", call, _blocking_message(call))
+            if "FC601" in on and not call.guarded:
+                self.add("FC601", call.node, _unguarded_message(call))
+        if not llm:
+            # No SDK imported here, but the client may come from a module that has one: the
+            # engine decides with that module's exports (and Twilio's messages.create is not
+            # an LLM call).
+            for call in self.calls:
+                if "FC404" in on and call.in_async and not call.awaited and call.mode != "async":
+                    self._defer("FC404", call, _blocking_message(call))
+                if "FC601" in on and not call.guarded:
+                    self._defer("FC601", call, _unguarded_message(call))
+        if "FC501" in on:
+            per_call = bool(calls) and all(_has_kw(c.node, "timeout") for c in calls)
+            for node, q in self.llm_ctors:
+                if q == "google.genai.Client":
+                    self.add("FC501", node, "genai.Client() without an http_options timeout")
+                elif _is_none(_kw(node, "timeout")):
+                    self.add("FC501", node, f"{q.rpartition('.')[2]}(timeout=None) disables the "
+                             "timeout")
+                elif not per_call:
+                    self.add("FC501", node, f"{q.rpartition('.')[2]}() without an explicit "
+                             "timeout (the SDK default is 10 minutes)")
+        if "FC503" in on:
+            # A client without a timeout matters only where a request through it passes none
+            # either; one handed to code that sets per-request timeouts is fine.
+            for node, key, q in self.httpx_ctors:
+                bare = key.removeprefix("self.")
+                late = [(c, m) for c, r, m in self.session_calls if r.removeprefix("self.") == bare]
+                if late:
+                    call, method = late[0]
+                    self.add("FC503", node, f"{q}() without an explicit timeout, and "
+                             f"{bare}.{method}() on line {call.lineno} sets none either: "
+                             "httpx's 5 s default is shorter than many LLM responses")
+        if "FC502" in on:
+            for node, receiver, method in self.session_calls:
+                if self._kind(receiver) == "requests-session":
+                    self.add("FC502", node, f"{receiver}.{method}() on a requests.Session "
+                             "without a timeout can wait forever")
+        self._dedupe()
+
+    def _blocks(self, call: _Call, genai: bool) -> bool | None:
+        """True: a blocking call; False: not; None: depends on a client from elsewhere."""
+        if call.mode == "async":
+            return False
+        if call.mode == "sync":
+            return True
+        kind = self._kind(call.receiver)
+        if kind == "llm-async":
+            return False
+        if kind == "llm-sync" or (call.mode == "sync-if-genai" and (genai or kind == "genai")):
+            return True
+        return True if call.sync_use else None
+
+    def _defer(self, code: str, call: _Call, message: str) -> None:
+        where = self._qualify(call.receiver)
+        if where is not None:
+            node = call.node
+            self.pending.append(Raw(code, node.lineno, node.col_offset + 1, message, None, where))
+
+    def _qualify(self, receiver: str | None) -> str | None:
+        """``llm.client`` with ``from app import llm`` → ``app.llm.client``."""
+        if receiver is None or receiver.startswith("<call>"):
+            return None
+        head, _, rest = receiver.partition(".")
+        base = self.aliases.get(head)
+        if base is None:
+            return None
+        return f"{base}.{rest}" if rest else base
+
+    def _dedupe(self) -> None:
+        seen: set[tuple[str, int]] = set()
+        out: list[Raw] = []
+        for raw in self.raws:
+            key = (raw.code, raw.line)
+            if key not in seen:
+                seen.add(key)
+                out.append(raw)
+        self.raws = out
+
+
+def _blocking_message(call: _Call) -> str:
+    return f"synchronous LLM call {call.label}() inside async def blocks the event loop"
+
+
+def _unguarded_message(call: _Call) -> str:
+    return f"LLM API call {call.label}() has no exception handler in its function"
+
+
+_Handler = Callable[[_Visitor, Any, "ast.AST | None"], None]
+_DISPATCH: dict[type[ast.AST], _Handler] = {
+    ast.FunctionDef: _Visitor.v_function,
+    ast.AsyncFunctionDef: _Visitor.v_function,
+    ast.Lambda: _Visitor.v_lambda,
+    ast.Try: _Visitor.v_try,
+    ast.TryStar: _Visitor.v_try,
+    ast.If: _Visitor.v_if,
+    ast.Import: _Visitor.v_import,
+    ast.ImportFrom: _Visitor.v_import_from,
+    ast.Assign: _Visitor.v_assign,
+    ast.AnnAssign: _Visitor.v_assign,
+    ast.Dict: _Visitor.v_dict,
+    ast.Constant: _Visitor.v_constant,
+    ast.With: _Visitor.v_with,
+    ast.AsyncWith: _Visitor.v_with,
+    ast.Call: _Visitor.v_call,
+}
