@@ -63,7 +63,7 @@ async def run(ctx: Context) -> StageResult:
     runtime = select_runtime(
         requested,
         redactor=ctx.redactor,
-        on_log=lambda line: ctx.log(STAGE, line),
+        on_log=lambda line: _progress(ctx, line),
         name=svc.name,
         command=svc.command,
         pythonpath=[ctx.config.resolve(p) for p in svc.pythonpath],
@@ -95,6 +95,17 @@ async def run(ctx: Context) -> StageResult:
         + (f"; imports ok: {', '.join(svc.import_check)}" if svc.import_check else "")
     )
     return res
+
+
+_NOISE = ("--->", "Removing intermediate container")
+
+
+def _progress(ctx: Context, line: str) -> None:
+    """Build output as progress, minus the classic builder's layer-id chatter (the full log
+    is kept for failures)."""
+    text = line.strip()
+    if text and not text.startswith(_NOISE):
+        ctx.log(STAGE, text)
 
 
 def _measure(res: StageResult, image: Image) -> None:
