@@ -89,6 +89,12 @@ def _summary(results: list[StageResult], console: Console) -> None:
         else:
             print(line, file=sys.stderr)
         if r.status is Status.FAIL:
+            errors = [f for f in r.findings if f.severity.value == "error"]
+            for f in errors[:3]:
+                where = f"{f.file}:{f.line} " if f.file and f.line else ""
+                print(f"      {where}{f.message.splitlines()[0][:160]}", file=sys.stderr)
+            if len(errors) > 3:
+                print(f"      … {len(errors) - 3} more in the report", file=sys.stderr)
             print(f"      reproduce: {r.repro.local}", file=sys.stderr)
             print(f"      in dagger: {r.repro.dagger}", file=sys.stderr)
 
@@ -112,10 +118,10 @@ def run_pipeline(
     overrides: dict[str, tuple[object, str]] = {}
     if memory is not None:
         overrides["run.memory_limit"] = (memory, "--memory")
-    if runtime not in ("auto", "docker", "process"):
+    if runtime not in ("auto", "docker", "process", "attached"):
         raise UsageError(f"unknown runtime {runtime!r}", fix="use --runtime docker|process|auto")
     loaded = config_mod.load(config, overrides=overrides)
-    if environment not in loaded.config.environments:
+    if loaded.config.environments and environment not in loaded.config.environments:
         raise UsageError(
             f"unknown environment {environment!r}",
             fix=f"use one of {sorted(loaded.config.environments)} or add [environments.{environment}]",
@@ -135,6 +141,8 @@ def run_pipeline(
         progress=progress,
         environment=environment,
     )
+    if loaded.path is None:
+        progress(stages[0].name if stages else "lint", "no flightcheck.toml here: checking the embedded reference service (mathcoach); pass --config for yours")
     started = datetime.now(UTC)
     results = anyio.run(_run_until_signalled, ctx, stages)
     ok = graph.overall_ok(results, strict=strict)
@@ -348,15 +356,13 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         _err.print("interrupted: containers and processes were cleaned up", markup=False)
         sys.exit(130)
-    except Exception as exc:  # click usage errors and the like
-        import click
+    except Exception as exc:
+        # Usage errors come from typer's bundled click (typer._click), not the click package.
+        from typer._click.exceptions import ClickException
 
-        if isinstance(exc, click.exceptions.ClickException):
+        if isinstance(exc, ClickException):
             exc.show()
             sys.exit(exc.exit_code)
-        if isinstance(exc, click.exceptions.Abort):
-            _err.print("interrupted: containers and processes were cleaned up", markup=False)
-            sys.exit(130)
         raise
     sys.exit(rc if isinstance(rc, int) else 0)
 

@@ -31,6 +31,14 @@ from pydantic import (
 from flightcheck.errors import ConfigError
 
 DEFAULT_FILE = "flightcheck.toml"
+REFERENCE = "reference"  # provenance of the embedded reference-service defaults
+
+
+def reference_toml() -> str:
+    """The embedded defaults: the reference service's flightcheck.toml."""
+    from importlib import resources
+
+    return resources.files("flightcheck").joinpath("data/reference.toml").read_text("utf-8")
 ENV_PREFIX = "FLIGHTCHECK__"
 
 # --- quantities ---------------------------------------------------------------------------
@@ -83,20 +91,21 @@ class _Section(BaseModel):
 class ServiceConfig(_Section):
     """The service under test."""
 
-    name: str = Field(default="mathcoach", description="service name (also the Cloud Run service)")
+    name: str = Field(default="service", description="service name (also the Cloud Run service)")
     source: Path = Field(default=Path("."), description="build context / source root")
     dockerfile: str = Field(default="Dockerfile", description="Dockerfile, relative to source")
     port: int = Field(default=8080, ge=1, le=65535, description="port the service listens on ($PORT)")
     command: list[str] = Field(
-        default_factory=lambda: ["python", "-m", "mathcoach"],
-        description="how the process runtime starts the service (host subprocess)",
+        default_factory=list,
+        description="how the process runtime starts the service (host subprocess); "
+        "required for --runtime process",
     )
     pythonpath: list[Path] = Field(
-        default_factory=lambda: [Path("src")],
+        default_factory=list,
         description="added to PYTHONPATH for the process runtime, relative to source",
     )
     import_check: list[str] = Field(
-        default_factory=lambda: ["mathcoach", "mathcoach.app"],
+        default_factory=list,
         description="modules imported inside the built image to prove its dependencies",
     )
     env: dict[str, str] = Field(
@@ -183,20 +192,33 @@ class ProbeConfig(_Section):
         return self.initial_delay_s + self.period_s * self.failure_threshold
 
 
+class StartupProbeConfig(ProbeConfig):
+    """Cloud Run's startupProbe. A generous window: AI services load models at startup."""
+
+    path: str = "/health/startup"
+    failure_threshold: int = Field(default=60, ge=1)
+
+
+class LivenessProbeConfig(ProbeConfig):
+    """Cloud Run's livenessProbe."""
+
+    path: str = "/health"
+    period_s: float = Field(default=10, ge=1, le=3600)
+
+
 class HealthConfig(_Section):
     """The health-poll stage (Cloud Run probe semantics)."""
 
-    startup: ProbeConfig = Field(
-        default_factory=lambda: ProbeConfig(
-            path="/health/startup", period_s=1, timeout_s=1, failure_threshold=60
-        )
+    startup: StartupProbeConfig = Field(default_factory=StartupProbeConfig)
+    liveness: LivenessProbeConfig = Field(default_factory=LivenessProbeConfig)
+    ai_path: str | None = Field(
+        default=None, description='AI round-trip check (e.g. "/health/ai"); "" or absent: none'
     )
-    liveness: ProbeConfig = Field(
-        default_factory=lambda: ProbeConfig(
-            path="/health", period_s=10, timeout_s=1, failure_threshold=3
-        )
-    )
-    ai_path: str | None = Field(default="/health/ai", description="AI round-trip check, or none")
+
+    @field_validator("ai_path", mode="before")
+    @classmethod
+    def _off(cls, v: object) -> object:
+        return None if v in ("", False) else v
 
     @model_validator(mode="after")
     def _startup_window(self) -> HealthConfig:
@@ -219,7 +241,8 @@ class SmokeConfig(_Section):
         default=30, description="bound on every HTTP request to the service (a case may set less)"
     )
     fake_model_port: int = Field(
-        default=8929, ge=1, le=65535, description="port of the fake model server beside the service"
+        default=0, ge=0, le=65535,
+        description="port of the fake model server beside the service; 0: a free port",
     )
     prices: dict[str, tuple[Annotated[float, Field(ge=0)], Annotated[float, Field(ge=0)]]] = (
         Field(
@@ -336,8 +359,9 @@ class Config(_Section):
     smoke: SmokeConfig = Field(default_factory=SmokeConfig)
     deploy: DeployConfig = Field(default_factory=DeployConfig)
     environments: dict[str, AIParams] = Field(
-        default_factory=lambda: {"dev": AIParams(), "prod": AIParams()},
-        description="per-environment AI parameters (parity is checked across them)",
+        default_factory=dict,
+        description="per-environment AI parameters (parity is checked across them); the "
+        "chosen one (--env, default dev) reaches the service as AI_MODEL, AI_TEMPERATURE, ...",
     )
     # Where the file lives; not a TOML key.
     root: Path = Field(default=Path("."), exclude=True)
@@ -368,6 +392,8 @@ class Loaded:
         children = [v for k, v in self.sources.items() if k.startswith(dotted + ".")]
         if children:  # a table set key by key ([service.env] A = "x")
             return children[-1]
+        if any(v == REFERENCE for v in self.sources.values()):
+            return REFERENCE
         while "." in dotted:  # a leaf inside a table set whole (FLIGHTCHECK__SERVICE__ENV='{...}')
             dotted = dotted.rpartition(".")[0]
             if dotted in self.sources:
@@ -432,8 +458,10 @@ def load(
     """
     environ = os.environ if environ is None else environ
     file: Path | None
+    reference = False
     if path is None:
         file = Path(DEFAULT_FILE) if Path(DEFAULT_FILE).is_file() else None
+        reference = file is None
     else:
         file = Path(path)
         if not file.is_file():
@@ -446,6 +474,10 @@ def load(
     raw: dict[str, Any] = {}
     sources: dict[str, str] = {}
     label = str(file) if file else "<defaults>"
+    if reference:
+        # No file at all: the embedded defaults are the reference service (mathcoach).
+        raw = tomllib.loads(reference_toml())
+        sources.update(_flatten_sources(raw, REFERENCE))
     if file is not None:
         try:
             raw = tomllib.loads(file.read_text(encoding="utf-8"))

@@ -94,10 +94,14 @@ def test_ctrl_c_mid_run_ends_service_and_sidecar_processes(tmp_path: Path) -> No
     endpoint = next(
         (ln.split("running at ")[1].split()[0] for ln in lines if "running at " in ln), None
     )
-    assert _listening(8929), "fake model sidecar should be up"
+    fake_port = next(
+        int(ln.split("fake model server on port ")[1].split()[0])
+        for ln in lines if "fake model server on port " in ln
+    )
+    assert _listening(fake_port), "fake model sidecar should be up"
     code, out = _interrupt(proc, signal.SIGINT)
     assert code == 130, out
-    assert not _listening(8929), "the fake model sidecar survived Ctrl-C"
+    assert not _listening(fake_port), "the fake model sidecar survived Ctrl-C"
     if endpoint:
         port = int(endpoint.rsplit(":", 1)[1])
         assert not _listening(port), "the service survived Ctrl-C"

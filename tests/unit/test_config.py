@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from flightcheck.config import Config, format_memory, load, parse_memory
+from flightcheck.config import format_memory, load, parse_memory
 from flightcheck.errors import ConfigError
 
 
@@ -37,14 +37,51 @@ def test_format_memory_round_trips() -> None:
     assert parse_memory(format_memory(3 * 2**29)) == 3 * 2**29
 
 
-def test_defaults_are_the_reference_service(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_no_file_means_the_embedded_reference_service(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     loaded = load(None, environ={})
     assert loaded.path is None
     assert loaded.config.service.name == "mathcoach"
+    assert loaded.config.service.command == ["python", "-m", "mathcoach"]
+    assert loaded.config.health.ai_path == "/health/ai"
     assert loaded.config.run.memory_limit == "1Gi"
     assert loaded.config.deploy.target == "local"
-    assert all(src == "default" for _, _, src in loaded.explain())
+    assert set(loaded.config.environments) == {"dev", "prod"}
+    assert all(src == "reference" for _, _, src in loaded.explain())
+
+
+def test_embedded_reference_is_the_repo_file() -> None:
+    import tomllib
+
+    from flightcheck.config import reference_toml
+
+    repo = Path(__file__).parents[2] / "flightcheck.toml"
+    assert tomllib.loads(reference_toml()) == tomllib.loads(repo.read_text())
+
+
+def test_a_file_gets_generic_defaults_not_the_reference(tmp_path: Path) -> None:
+    loaded = load(_write(tmp_path, '[service]\nname = "quotebot"\n'), environ={})
+    cfg = loaded.config
+    assert cfg.service.command == [] and cfg.service.import_check == []
+    assert cfg.environments == {} and cfg.health.ai_path is None
+    assert loaded.source_of("service.command") == "default"
+
+
+def test_probe_table_setting_only_the_path_keeps_the_other_defaults(tmp_path: Path) -> None:
+    loaded = load(
+        _write(tmp_path, '[health.startup]\npath = "/ready"\n[health.liveness]\npath = "/healthz"\n'),
+        environ={},
+    )
+    h = loaded.config.health
+    assert (h.startup.path, h.startup.failure_threshold, h.startup.period_s) == ("/ready", 60, 1)
+    assert (h.liveness.path, h.liveness.period_s, h.liveness.failure_threshold) == ("/healthz", 10, 3)
+
+
+def test_ai_path_can_be_switched_off(tmp_path: Path) -> None:
+    loaded = load(_write(tmp_path, '[health]\nai_path = ""\n'), environ={})
+    assert loaded.config.health.ai_path is None
 
 
 def test_repo_file_is_valid() -> None:
@@ -153,6 +190,8 @@ def test_paths_resolve_against_the_file(tmp_path: Path) -> None:
 
 
 def test_ai_params_env() -> None:
-    env = Config().environments["dev"].as_env()
+    from flightcheck.config import AIParams
+
+    env = AIParams().as_env()
     assert env["AI_MODEL"] == "fake-math-1"
     assert set(env) == {"AI_MODEL", "AI_TEMPERATURE", "MAX_OUTPUT_TOKENS", "AI_TOP_K", "AI_TOP_P"}

@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 
 from flightcheck.context import Context
+from flightcheck.errors import StageError
 from flightcheck.results import Finding, Severity, StageResult, Status
 from flightcheck.runtimes import select_runtime
 from flightcheck.runtimes.base import BuildFailed, Image, Runtime
@@ -70,6 +71,13 @@ async def run(ctx: Context) -> StageResult:
     )
     ctx.artifacts["runtime"] = runtime
     res.details["runtime"] = runtime.name
+    if runtime.name == "process" and not svc.command:
+        raise StageError(
+            "the process runtime does not know how to start the service",
+            why="[service].command is empty",
+            fix='set [service].command in flightcheck.toml, e.g. command = ["python", "-m", '
+            '"app"] (and [service].pythonpath), or use --runtime docker',
+        )
 
     removed = await runtime.cleanup_stale()
     if removed:
@@ -98,12 +106,13 @@ async def run(ctx: Context) -> StageResult:
 
 
 _NOISE = ("--->", "Removing intermediate container")
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\r")
 
 
 def _progress(ctx: Context, line: str) -> None:
-    """Build output as progress, minus the classic builder's layer-id chatter (the full log
-    is kept for failures)."""
-    text = line.strip()
+    """Build output as progress, minus the classic builder's layer-id chatter and terminal
+    escapes (the full log is kept for failures)."""
+    text = _ANSI.sub("", line).strip()
     if text and not text.startswith(_NOISE):
         ctx.log(STAGE, text)
 
@@ -166,7 +175,11 @@ def _import_failed(ctx: Context, res: StageResult, problem: str, runtime: Runtim
         dists = [distribution_for(m) for m in missing]
         res.summary = f"{where}, import fails: no module {', '.join(repr(m) for m in missing)}"
         for module, dist in zip(missing, dists, strict=True):
-            if runtime.name == "docker":
+            if module.split(".")[0] in {m.split(".")[0] for m in ctx.config.service.import_check}:
+                fix = (f"{module!r} is listed in [service].import_check but is not in the "
+                       "image: correct import_check to your service's own modules, or make the "
+                       "Dockerfile copy them in")
+            elif runtime.name == "docker":
                 fix = (f"add {dist} to the image's dependencies (requirements.txt / pyproject "
                        "dependencies installed by the Dockerfile) and rebuild")
             else:

@@ -18,6 +18,7 @@ from flightcheck.context import Context
 from flightcheck.errors import ConfigError, StageError
 from flightcheck.fakemodel import SERVER_SCRIPT
 from flightcheck.results import Finding, Severity, StageName, StageResult, Status
+from flightcheck.runtimes._proc import free_port
 from flightcheck.runtimes.base import Running, Sidecar
 from flightcheck.smoke.runner import (
     CaseResult,
@@ -83,9 +84,11 @@ async def prepare(ctx: Context) -> None:
         ctx.extra_service_env.update({k: v for k, v in wanted.items() if k not in env})
         ctx.log(STAGE, f"{mode.describe()}: a real key is set, no fake model server")
     elif mode.kind == "fake":
-        ctx.sidecar = Sidecar(script=SERVER_SCRIPT, port=cfg.fake_model_port)
-        ctx.extra_service_env.update(fake_env(cfg.fake_model_port, suite))
-        ctx.log(STAGE, f"fake model server on port {cfg.fake_model_port} (no key, no cost)")
+        # Port 0: a free one, so concurrent runs on one host (process runtime) never collide.
+        port = cfg.fake_model_port or free_port()
+        ctx.sidecar = Sidecar(script=SERVER_SCRIPT, port=port)
+        ctx.extra_service_env.update(fake_env(port, suite))
+        ctx.log(STAGE, f"fake model server on port {port} (no key, no cost)")
 
 
 async def run(ctx: Context) -> StageResult:
