@@ -113,8 +113,12 @@ class ProcRunning:
 
 
 def make_context(tmp: Path, **sections: Any) -> Context:
-    """A Context over a config built from ``sections`` (TOML-shaped dicts)."""
-    config = Config.model_validate({**sections, "root": tmp})
+    """A Context over a config built from ``sections`` (TOML-shaped dicts). The AI health
+    path defaults to /health/ai here (both test services serve it; pass health={"ai_path":
+    ""} to switch it off) and [environments.dev] to the default AI parameters."""
+    health = {"ai_path": "/health/ai", **sections.pop("health", {})}
+    sections.setdefault("environments", {"dev": {}})  # the reference service's AI parameters
+    config = Config.model_validate({**sections, "health": health, "root": tmp})
     return Context(loaded=Loaded(config=config, path=None), report_dir=tmp / "report")
 
 

@@ -175,15 +175,15 @@ def _import_failed(ctx: Context, res: StageResult, problem: str, runtime: Runtim
         dists = [distribution_for(m) for m in missing]
         res.summary = f"{where}, import fails: no module {', '.join(repr(m) for m in missing)}"
         for module, dist in zip(missing, dists, strict=True):
-            if module.split(".")[0] in {m.split(".")[0] for m in ctx.config.service.import_check}:
-                fix = (f"{module!r} is listed in [service].import_check but is not in the "
-                       "image: correct import_check to your service's own modules, or make the "
-                       "Dockerfile copy them in")
-            elif runtime.name == "docker":
+            if runtime.name == "docker":
                 fix = (f"add {dist} to the image's dependencies (requirements.txt / pyproject "
                        "dependencies installed by the Dockerfile) and rebuild")
             else:
                 fix = f"install it into the interpreter flightcheck runs with: pip install {dist}"
+            if module.split(".")[0] in {m.split(".")[0] for m in ctx.config.service.import_check}:
+                fix = (f"if {module!r} is your service's own module, check [service].import_check "
+                       "and that the Dockerfile (or [service].pythonpath) brings it in; if it is "
+                       f"a dependency, {fix}")
             res.findings.append(
                 Finding(
                     code="build.import",
