@@ -25,7 +25,7 @@ __all__ = [
     "select_runtime",
 ]
 
-RUNTIMES = ("auto", "docker", "process")
+RUNTIMES = ("auto", "docker", "process", "attached")
 
 
 def select_runtime(
@@ -52,6 +52,10 @@ def select_runtime(
 
     if requested == "process":
         return process()
+    if requested == "attached":  # a service the Dagger module started: see runtimes/attached.py
+        from flightcheck.runtimes.attached import AttachedRuntime
+
+        return AttachedRuntime(redactor=redactor, on_log=on_log)
     if requested not in ("auto", "docker"):
         raise UsageError(
             f"unknown runtime {requested!r}", fix=f"choose one of: {', '.join(RUNTIMES)}"

@@ -22,6 +22,14 @@ a tiny launcher that writes its own pid to ``cgroup.procs`` and then execs the s
 ``python -m flightcheck.runtimes.guard --limit 512Mi [--report FILE] -- CMD...`` runs CMD under
 the guard and exits with its status (137 on OOM); the report (JSON: kind, limit, peak, oom) is
 rewritten every second — the in-container guard of runtimes without a memory limit of their own.
+
+With ``--status-port N`` the guard also serves that report over HTTP (``GET /``; ``GET
+/logs?tail=N``: the command's last output lines, which the guard then tees; ``GET
+/imports?module=M``: imports M with the command's interpreter and user), and stays up after the
+command ended (``--linger`` seconds, or until SIGTERM) so a checker in another container can read
+the verdict: the Dagger module runs the service this way. ``--user`` runs the command as that
+user while the guard stays root (a cgroup needs root to create). The file runs without
+flightcheck installed: ``python3 guard.py ...`` beside a copy of ``_proc.py`` (stdlib only).
 """
 
 from __future__ import annotations
@@ -29,17 +37,24 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import secrets
 import signal
 import subprocess
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Literal
+from typing import IO, Literal
+from urllib.parse import parse_qs, urlsplit
 
-from flightcheck.runtimes import _proc
+try:
+    from flightcheck.runtimes import _proc
+except ImportError:  # a standalone copy beside _proc.py, in an image without flightcheck
+    import _proc  # pyright: ignore[reportMissingImports]
 
 GuardKind = Literal["cgroup-v1", "cgroup-v2", "rss"]
 GuardMode = Literal["auto", "cgroup", "rss"]
@@ -52,9 +67,32 @@ _PREFIX = "flightcheck-"
 _LAUNCHER = """\
 import ctypes, os, sys
 procs, parent, argv = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+user = os.environ.pop("FLIGHTCHECK_GUARD_USER", "")
 if procs:
     with open(procs, "w") as f:
         f.write(str(os.getpid()))
+if user and os.getuid() == 0:  # joined the cgroup as root; now become the service's user
+    import grp, pwd
+    name, _, group = user.partition(":")
+    try:
+        pw = pwd.getpwuid(int(name)) if name.isdigit() else pwd.getpwnam(name)
+    except KeyError:
+        pw = None
+    try:
+        uid = pw.pw_uid if pw else int(name)
+        gid = (int(group) if group.isdigit() else grp.getgrnam(group).gr_gid) if group else (
+            pw.pw_gid if pw else uid)
+        if pw and not group:
+            os.initgroups(pw.pw_name, gid)
+        else:
+            os.setgroups([])
+        os.setgid(gid)
+        os.setuid(uid)
+    except (KeyError, ValueError, OSError) as exc:
+        print(f"flightcheck: cannot run as user {user!r}: {exc}", file=sys.stderr, flush=True)
+        os._exit(126)
+    if pw:
+        os.environ["HOME"] = pw.pw_dir
 try:
     ctypes.CDLL(None).prctl(1, 9)
 except Exception:
@@ -428,33 +466,178 @@ def _configure(version: int, d: Path, limit: int) -> None:
 
 # --- command line: the in-container guard ----------------------------------------------------
 
+LINGER_S = 600.0  # with --status-port: how long the verdict stays readable after the command ended
+LOG_LINES = 2000  # with --status-port: output lines kept for GET /logs
+_MODULE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
+
+
+def _parse_limit(text: str) -> int:
+    """``--limit``: flightcheck's quantity grammar (512Mi, 1Gi, 1G), also without flightcheck."""
+    try:
+        from flightcheck.config import parse_memory
+    except ImportError:  # standalone: the same grammar, without pydantic
+        m = re.fullmatch(r"(\d+(?:\.\d+)?)(Ki|Mi|Gi|K|M|G)", text.strip())
+        if not m:
+            raise ValueError(f"{text!r} is not a memory quantity: write 512Mi, 1Gi or 1G") from None
+        units = {"Ki": 1 << 10, "Mi": 1 << 20, "Gi": 1 << 30, "K": 10**3, "M": 10**6, "G": 10**9}
+        return int(float(m.group(1)) * units[m.group(2)])
+    return parse_memory(text)
+
+
+class _Verdict:
+    """What the guard knows, shared by the main loop, the report file and the status port."""
+
+    def __init__(self, guard: MemoryGuard, log_lines: int) -> None:
+        self.guard = guard
+        self.started_at = time.time()
+        self.exit: int | None = None
+        self.lines: deque[str] = deque(maxlen=log_lines)
+        self._lock = threading.Lock()
+
+    def snapshot(self) -> dict[str, object]:
+        with self._lock:
+            oom = self.guard.oom_killed()
+            return {"kind": self.guard.kind, "limit": self.guard.limit,
+                    "peak": self.guard.peak(), "oom": oom, "exit": self.exit,
+                    "detail": self.guard.oom_detail() if oom else "",
+                    "started_at": self.started_at}
+
+    def close(self) -> None:
+        with self._lock:
+            self.guard.close()
+
+    def tail(self, n: int) -> str:
+        lines = list(self.lines)
+        return "\n".join(lines[-n:]) if n > 0 else ""
+
+
+def _pump(pipe: IO[bytes], verdict: _Verdict) -> None:
+    """Tee the command's output to our stdout (the container log) and keep the last lines."""
+    out = sys.stdout.buffer
+    for raw in iter(lambda: pipe.readline(1 << 16), b""):
+        with contextlib.suppress(OSError, ValueError):
+            out.write(raw)
+            out.flush()
+        verdict.lines.append(raw.decode("utf-8", errors="replace").rstrip("\r\n"))
+
+
+def _import_check(modules: list[str], timeout_s: float, run_as: str) -> tuple[int, dict[str, object]]:
+    """Import ``modules`` with the interpreter running the guard, as the command's user."""
+    bad = [m for m in modules if not _MODULE_NAME.fullmatch(m)]
+    if bad or not modules:
+        return 400, {"ok": False, "exit": None,
+                     "output": f"not module names: {bad!r}" if bad else "give ?module=NAME"}
+    env = dict(os.environ)
+    if run_as:
+        env["FLIGHTCHECK_GUARD_USER"] = run_as
+    argv = launch_argv([sys.executable, "-c", _proc.IMPORT_SCRIPT, *modules], None)
+    try:
+        done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        return 200, {"ok": False, "exit": None,
+                     "output": f"importing {', '.join(modules)} took over {timeout_s:g} s"}
+    output = (done.stdout + done.stderr).strip()
+    return 200, {"ok": done.returncode == 0, "exit": done.returncode, "output": output}
+
+
+def _serve_status(host: str, port: int, verdict: _Verdict, run_as: str) -> ThreadingHTTPServer:
+    """``GET /`` the verdict (JSON), ``/logs?tail=N`` output lines, ``/imports?module=M``."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+            del format, args  # our stdout is the service's log: keep it the service's
+
+        def _send(self, code: int, body: str, kind: str = "application/json") -> None:
+            data = body.encode("utf-8")
+            self.send_response(code)
+            self.send_header("Content-Type", f"{kind}; charset=utf-8")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+            url = urlsplit(self.path)
+            query = parse_qs(url.query)
+            try:
+                if url.path == "/":
+                    self._send(200, json.dumps(verdict.snapshot()))
+                elif url.path == "/logs":
+                    tail = int(query.get("tail", ["50"])[0])
+                    self._send(200, verdict.tail(tail), "text/plain")
+                elif url.path == "/imports":
+                    timeout_s = float(query.get("timeout", ["60"])[0])
+                    code, body = _import_check(query.get("module", []), timeout_s, run_as)
+                    self._send(code, json.dumps(body))
+                else:
+                    self._send(404, json.dumps({"error": "GET /, /logs?tail=N, /imports?module=M"}))
+            except ValueError as exc:
+                self._send(400, json.dumps({"error": str(exc)}))
+
+    server = ThreadingHTTPServer((host, port), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, name="flightcheck-guard-status",
+                     daemon=True).start()
+    return server
+
 
 def main(argv: list[str] | None = None) -> int:
     import argparse
-
-    from flightcheck.config import parse_memory
 
     parser = argparse.ArgumentParser(prog="python -m flightcheck.runtimes.guard")
     parser.add_argument("--limit", required=True, help="memory ceiling, e.g. 512Mi")
     parser.add_argument("--report", type=Path, help="JSON file with kind, limit, peak, oom")
     parser.add_argument("--mode", choices=["auto", "cgroup", "rss"], default="auto")
+    parser.add_argument("--status-port", type=int, help="serve the report over HTTP on this port")
+    parser.add_argument("--status-host", default="127.0.0.1",
+                        help="address the status port binds (0.0.0.0 inside a container)")
+    parser.add_argument("--linger", type=float, default=LINGER_S,
+                        help="with --status-port: seconds the verdict stays readable after the "
+                        "command ended (SIGTERM ends it sooner)")
+    parser.add_argument("--user", default="",
+                        help="run the command as USER[:GROUP] (names or ids); the guard stays root")
     parser.add_argument("command", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not command:
         parser.error("give the command after --")
-    guard = create_guard(parse_memory(args.limit), mode=args.mode)
-    child = subprocess.Popen(launch_argv(command, guard.procs_file), start_new_session=True)
+    try:
+        limit = _parse_limit(args.limit)
+    except ValueError as exc:
+        parser.error(f"--limit: {exc}")
+    guard = create_guard(limit, mode=args.mode)
+    verdict = _Verdict(guard, LOG_LINES)
+    server: ThreadingHTTPServer | None = None
+    if args.status_port is not None:
+        try:
+            server = _serve_status(args.status_host, args.status_port, verdict, args.user)
+        except OSError as exc:
+            guard.close()
+            print(f"flightcheck guard: cannot serve the status port {args.status_host}:"
+                  f"{args.status_port}: {exc.strerror or exc}", file=sys.stderr)
+            return 2
+    env = dict(os.environ, FLIGHTCHECK_GUARD_USER=args.user) if args.user else None
+    piped = subprocess.PIPE if server is not None else None
+    child = subprocess.Popen(launch_argv(command, guard.procs_file), start_new_session=True,
+                             env=env, stdout=piped, stderr=subprocess.STDOUT if piped else None)
     guard.watch(child.pid, child.pid)
+    pump: threading.Thread | None = None
+    if child.stdout is not None:
+        pump = threading.Thread(target=_pump, args=(child.stdout, verdict), daemon=True)
+        pump.start()
+    stopping = threading.Event()
+
+    def on_signal(sig: int, _frame: object) -> None:
+        stopping.set()  # a signalled guard does not linger
+        if verdict.exit is None:  # once reaped, the pid may belong to someone else
+            _proc.kill_group(child.pid, sig)
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda s, _f: _proc.kill_group(child.pid, s))
+        signal.signal(sig, on_signal)
 
     def report() -> None:
         if args.report is not None:
-            data = {"kind": guard.kind, "limit": guard.limit, "peak": guard.peak(),
-                    "oom": guard.oom_killed(), "exit": child.returncode}
             tmp = args.report.with_suffix(".tmp")
-            tmp.write_text(json.dumps(data))
+            tmp.write_text(json.dumps(verdict.snapshot()))
             tmp.replace(args.report)
 
     try:
@@ -462,12 +645,19 @@ def main(argv: list[str] | None = None) -> int:
             report()
             with contextlib.suppress(subprocess.TimeoutExpired):
                 child.wait(timeout=1)
+        verdict.exit = child.returncode
         oom = guard.oom_killed()
         report()
     finally:
-        guard.close()
+        verdict.close()
+    if pump is not None:
+        pump.join(timeout=2)
     if oom:
-        print(f"flightcheck guard: {guard.oom_detail()}", file=sys.stderr)
+        print(f"flightcheck guard: {guard.oom_detail()}", file=sys.stderr, flush=True)
+    if server is not None:
+        stopping.wait(args.linger)
+        server.shutdown()
+    if oom:
         return 137
     rc = child.returncode
     return 128 - rc if rc < 0 else rc

@@ -1,0 +1,494 @@
+"""attached: check a service that something else built and started, through its memory guard.
+
+The Dagger module builds the image with ``Directory.dockerBuild``, starts it as a Dagger service
+under the guard (``guard.py --status-port``: Dagger has no per-container memory limit) and runs
+``flightcheck ci --runtime attached`` in a checker container bound to it. This runtime builds and
+starts nothing: ``build`` names the image (or reports the build error the module caught),
+``start`` attaches to the endpoint, and exit status, OOM verdict, peak memory, logs and the
+import check come from the guard's status port. The stages cannot tell it from docker.
+
+Where things are (environment; the Dagger module sets them):
+
+- ``FLIGHTCHECK_ATTACH_ENDPOINT``: the service, e.g. ``http://svc:8080`` (required)
+- ``FLIGHTCHECK_ATTACH_GUARD``: the guard's status port, e.g. ``http://svc:8931``
+- ``FLIGHTCHECK_ATTACH_SIDECAR``: the fake model server, e.g. ``http://fakemodel:8929``
+- ``FLIGHTCHECK_ATTACH_IMAGE``, ``FLIGHTCHECK_ATTACH_BUILD_SECONDS``: what the build made, how fast
+- ``FLIGHTCHECK_ATTACH_BUILD_ERROR``: a file with the image build's error; ``build`` fails with it
+
+``python -m flightcheck.runtimes.attached plan`` prints, as JSON, what a starter needs to start
+the service the way the local runtimes would (build context, Dockerfile, port, memory limit,
+environment, fake model server): the Dagger module reads it and holds no pipeline logic itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import anyio
+import anyio.to_thread
+import httpx
+
+from flightcheck.errors import FlightcheckError, StageError, UsageError
+from flightcheck.runtimes.base import BuildFailed, Exit, Image, Running, Sidecar
+from flightcheck.secrets import Redactor
+
+ENV_PREFIX = "FLIGHTCHECK_ATTACH_"
+ATTACH_WAIT_S = 30.0  # how long start() waits for the guard / the sidecar to answer
+_HTTP_TIMEOUT_S = 5.0
+_STEP = re.compile(r'process "([^"]+)" did not complete successfully')
+
+LogFn = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class AttachSettings:
+    """Where the already-running service, its guard and the fake model server are."""
+
+    endpoint: str
+    guard: str | None = None
+    sidecar: str | None = None
+    image: str = ""
+    build_seconds: float = 0.0
+    build_error: Path | None = None
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> AttachSettings:
+        env = os.environ if environ is None else environ
+
+        def get(name: str) -> str:
+            return env.get(ENV_PREFIX + name, "").strip()
+
+        endpoint = get("ENDPOINT")
+        if not endpoint:
+            raise UsageError(
+                "--runtime attached needs the service's endpoint",
+                why=f"{ENV_PREFIX}ENDPOINT is not set: this runtime starts nothing, it checks a "
+                "service something else started (the Dagger module does)",
+                fix=f"export {ENV_PREFIX}ENDPOINT=http://HOST:PORT (and {ENV_PREFIX}GUARD="
+                "http://HOST:STATUS_PORT for memory and exit status), or use --runtime docker",
+            )
+        for name in ("ENDPOINT", "GUARD", "SIDECAR"):
+            if get(name):
+                _check_url(ENV_PREFIX + name, get(name))
+        try:
+            seconds = float(get("BUILD_SECONDS") or 0)
+        except ValueError:
+            seconds = 0.0
+        error = get("BUILD_ERROR")
+        return cls(
+            endpoint=endpoint.rstrip("/"),
+            guard=get("GUARD").rstrip("/") or None,
+            sidecar=get("SIDECAR").rstrip("/") or None,
+            image=get("IMAGE"),
+            build_seconds=seconds,
+            build_error=Path(error) if error else None,
+        )
+
+
+def _check_url(name: str, value: str) -> None:
+    url = urlsplit(value)
+    if url.scheme not in ("http", "https") or not url.hostname or not url.port:
+        raise UsageError(
+            f"{name}={value!r} is not an http://HOST:PORT URL",
+            fix=f"set {name} like http://svc:8080 (scheme, host and port)",
+        )
+
+
+def _exit_of(data: Mapping[str, object]) -> Exit | None:
+    """The guard's report → how the service ended (None while it runs)."""
+    rc = data.get("exit")
+    if not isinstance(rc, int):
+        return None
+    if data.get("oom"):
+        return Exit("oom", 137, str(data.get("detail") or "OOM-killed at the guard's limit"))
+    if rc < 0:
+        return Exit("signal", -rc, f"killed by signal {-rc}")
+    return Exit("exited", rc)
+
+
+class _Guard:
+    """The guard's status port: GET / (verdict), /logs, /imports."""
+
+    def __init__(self, url: str, client: httpx.AsyncClient) -> None:
+        self.url = url
+        self._client = client
+
+    async def verdict(self) -> dict[str, object] | None:
+        """The guard's report, None when it does not answer."""
+        try:
+            response = await self._client.get(self.url + "/")
+            response.raise_for_status()
+            data = response.json()
+        except (httpx.HTTPError, ValueError):
+            return None
+        return data if isinstance(data, dict) else None
+
+    async def wait(self, wait_s: float) -> dict[str, object]:
+        deadline = time.monotonic() + wait_s
+        while True:
+            data = await self.verdict()
+            if data is not None:
+                return data
+            if time.monotonic() > deadline:
+                raise StageError(
+                    f"the memory guard at {self.url} does not answer",
+                    why="--runtime attached reads exit status, OOM verdict and peak memory from "
+                    f"the guard's status port ({ENV_PREFIX}GUARD)",
+                    fix="start the service under the guard with a status port: python3 guard.py "
+                    "--limit 1Gi --status-port 8931 --status-host 0.0.0.0 -- CMD (the Dagger "
+                    f"module does), or unset {ENV_PREFIX}GUARD to check without it",
+                )
+            await anyio.sleep(0.1)
+
+    async def logs(self, tail: int) -> str | None:
+        try:
+            response = await self._client.get(self.url + "/logs", params={"tail": tail})
+            response.raise_for_status()
+        except httpx.HTTPError:
+            return None
+        return response.text
+
+    async def imports(self, modules: Sequence[str], timeout_s: float) -> str | None:
+        """None when every module imports, else the error text."""
+        params: list[tuple[str, str | int | float | bool | None]] = [
+            ("module", m) for m in modules
+        ]
+        params.append(("timeout", f"{timeout_s:g}"))
+        try:
+            response = await self._client.get(
+                self.url + "/imports", params=params, timeout=timeout_s + _HTTP_TIMEOUT_S
+            )
+            data = response.json()
+        except (httpx.HTTPError, ValueError) as exc:
+            return f"the guard at {self.url} could not run the import check: {exc}"
+        if not isinstance(data, dict):
+            return f"the guard at {self.url} answered the import check with {data!r}"
+        return None if data.get("ok") else str(data.get("output") or data)
+
+
+class AttachedRunning:
+    """The service something else started, seen through its guard (when there is one)."""
+
+    def __init__(
+        self,
+        settings: AttachSettings,
+        *,
+        memory_limit: int,
+        sidecar_endpoint: str | None,
+        redactor: Redactor,
+        client: httpx.AsyncClient,
+    ) -> None:
+        self.endpoint = settings.endpoint
+        self.memory_limit = memory_limit
+        self.sidecar_endpoint = sidecar_endpoint
+        self.started_at = time.time()
+        self.guard_kind = "none"
+        self._guard = _Guard(settings.guard, client) if settings.guard else None
+        self._client = client
+        self._redactor = redactor
+        self._final: Exit | None = None
+        self._peak: int | None = None
+        self._seen = False
+        self._closed = False
+
+    def _take(self, data: Mapping[str, object]) -> None:
+        self._seen = True
+        peak = data.get("peak")
+        if isinstance(peak, int):
+            self._peak = max(self._peak or 0, peak)
+        if self._final is None:
+            self._final = _exit_of(data)
+
+    async def attach(self, wait_s: float, on_log: LogFn | None) -> None:
+        """Wait for the guard; take its start time, limit and kind."""
+        if self._guard is None:
+            if on_log is not None:
+                on_log(f"runtime: attached to {self.endpoint} without a guard ({ENV_PREFIX}GUARD "
+                       "unset): no memory limit check, no exit status, no logs")
+            return
+        data = await self._guard.wait(wait_s)
+        self._take(data)
+        self.guard_kind = str(data.get("kind") or "unknown")
+        started = data.get("started_at")
+        if isinstance(started, int | float):
+            self.started_at = float(started)
+        limit = data.get("limit")
+        if isinstance(limit, int) and limit != self.memory_limit:
+            if on_log is not None:
+                on_log(f"runtime: the guard enforces {limit} bytes, not the requested "
+                       f"{self.memory_limit}: reporting against the guard's limit")
+            self.memory_limit = limit
+
+    async def status(self) -> Exit | None:
+        if self._final is not None or self._guard is None or self._closed:
+            return self._final
+        data = await self._guard.verdict()
+        if data is None:
+            if self._seen:  # it answered before: its container is gone
+                self._final = Exit("exited", None, f"the guard at {self._guard.url} stopped "
+                                   "answering: the service's container ended")
+            return self._final
+        self._take(data)
+        return self._final
+
+    async def peak_memory(self) -> int | None:
+        if self._guard is not None and not self._closed:
+            data = await self._guard.verdict()
+            if data is not None:
+                self._take(data)
+        return self._peak
+
+    async def logs(self, tail: int = 50) -> str:
+        if self._guard is None:
+            return ""
+        if self._closed:
+            return "(logs unavailable: detached)"
+        text = await self._guard.logs(tail)
+        if text is None:
+            return f"(logs unavailable: the guard at {self._guard.url} does not answer)"
+        return self._redactor(text)
+
+    async def stop(self) -> None:
+        """Detach. The service belongs to whoever started it (Dagger stops its services)."""
+        if self._closed:
+            return
+        with anyio.CancelScope(shield=True):
+            await self.status()
+            self._closed = True
+            await self._client.aclose()
+
+
+class AttachedRuntime:
+    """Checks a service something else built and started (the Dagger module)."""
+
+    name = "attached"
+
+    def __init__(
+        self,
+        settings: AttachSettings | None = None,
+        *,
+        redactor: Redactor | None = None,
+        on_log: LogFn | None = None,
+        wait_s: float = ATTACH_WAIT_S,
+    ) -> None:
+        self.settings = settings or AttachSettings.from_env()
+        self._redactor = redactor or Redactor()
+        self._on_log = on_log
+        self._wait_s = wait_s
+
+    def _log(self, line: str) -> None:
+        if self._on_log is not None:
+            self._on_log(line)
+
+    def _client(self) -> httpx.AsyncClient:
+        # trust_env=False: a proxy from the environment must not sit between us and the service.
+        return httpx.AsyncClient(trust_env=False, timeout=_HTTP_TIMEOUT_S)
+
+    async def build(self, context: Path, dockerfile: str) -> Image:
+        del context, dockerfile  # built by whoever started the service
+        s = self.settings
+        if s.build_error is not None:
+            try:
+                text = s.build_error.read_text(encoding="utf-8", errors="replace")
+            except OSError as exc:
+                text = f"the build failed (its error file {s.build_error} is unreadable: {exc})"
+            text = self._redactor(text.strip())
+            step = _STEP.search(text)
+            lines = text.splitlines()
+            raise BuildFailed(
+                lines[0] if lines else "the image build failed",
+                step=step.group(1) if step else "",
+                log_tail="\n".join(lines[-30:]),
+            )
+        return Image(ref=s.image or f"attached:{s.endpoint}", build_seconds=s.build_seconds)
+
+    async def import_check(self, image: Image, modules: list[str], timeout_s: float) -> str | None:
+        del image
+        if not modules:
+            return None
+        if self.settings.guard is None:
+            self._log("runtime: no guard to ask, so the imports inside the image are not checked")
+            return None
+        async with self._client() as client:
+            guard = _Guard(self.settings.guard, client)
+            await guard.wait(self._wait_s)
+            return await guard.imports(modules, timeout_s)
+
+    async def start(
+        self,
+        image: Image,
+        *,
+        port: int,
+        env: Mapping[str, str],
+        memory_limit: int,
+        command: list[str] | None = None,
+        sidecar: Sidecar | None = None,
+    ) -> Running:
+        # Port, environment and command were applied by the starter (from `attached plan`).
+        del image, port, env, command
+        s = self.settings
+        sidecar_endpoint: str | None = None
+        if sidecar is not None:
+            if s.sidecar is None:
+                self._log(f"runtime: the fake model server was requested but {ENV_PREFIX}SIDECAR "
+                          "is not set")
+            else:
+                await self._wait_listening(s.sidecar, "the fake model server")
+                sidecar_endpoint = s.sidecar
+        client = self._client()
+        running = AttachedRunning(
+            s, memory_limit=memory_limit, sidecar_endpoint=sidecar_endpoint,
+            redactor=self._redactor, client=client,
+        )
+        try:
+            await running.attach(self._wait_s, self._on_log)
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await client.aclose()
+            raise
+        return running
+
+    async def _wait_listening(self, url: str, what: str) -> None:
+        from flightcheck.runtimes import listening
+
+        deadline = time.monotonic() + self._wait_s
+        while not await anyio.to_thread.run_sync(listening, url):
+            if time.monotonic() > deadline:
+                raise StageError(
+                    f"{what} at {url} does not listen",
+                    why=f"--runtime attached expects it started already ({ENV_PREFIX}SIDECAR)",
+                    fix="start it (python -m flightcheck.fakemodel.server --host 0.0.0.0 --port "
+                    f"PORT), or unset {ENV_PREFIX}SIDECAR",
+                )
+            await anyio.sleep(0.1)
+
+    async def cleanup_stale(self) -> int:
+        return 0  # nothing of ours to clean: the starter owns the service
+
+
+# --- plan: what a starter needs to start the service like the local runtimes do --------------
+
+
+async def service_plan(
+    *,
+    config: Path | None = None,
+    memory: str | None = None,
+    environment: str = "dev",
+    service_env: Mapping[str, str] | None = None,
+    withheld: Sequence[str] = (),
+    sidecar_host: str = "fakemodel",
+) -> dict[str, object]:
+    """Build context, Dockerfile, port, memory limit, environment and fake model server of the
+    service, after the graph's prepare hooks (ai-smoke: fake model server or real provider).
+
+    ``withheld`` names env variables whose values the starter injects itself (secrets): they
+    shape the decisions but never appear in the plan. The fake model server's address is
+    rewritten from the local runtimes' ``127.0.0.1:PORT`` to ``sidecar_host:PORT``.
+    """
+    from flightcheck import config as config_mod
+    from flightcheck import graph
+    from flightcheck.context import Context
+
+    overrides: dict[str, tuple[object, str]] = {}
+    if memory is not None:
+        overrides["run.memory_limit"] = (memory, "--memory")
+    loaded = config_mod.load(config, overrides=overrides)
+    if environment not in loaded.config.environments:
+        raise UsageError(
+            f"unknown environment {environment!r}",
+            fix=f"use one of {sorted(loaded.config.environments)}",
+        )
+    ctx = Context(loaded=loaded, memory_override=memory, service_env=dict(service_env or {}),
+                  environment=environment)
+    for stage in graph.default_graph():
+        if stage.prepare is not None:
+            await stage.prepare(ctx)
+    cfg = loaded.config
+    root = (loaded.path.parent if loaded.path else Path.cwd()).resolve()
+    try:
+        context_dir = cfg.source_dir.relative_to(root)
+    except ValueError:
+        raise UsageError(
+            f"[service].source {cfg.service.source} is outside {root}",
+            fix="keep the build context inside the directory the config lives in",
+        ) from None
+    port = cfg.service.port
+    env = {"PYTHONUNBUFFERED": "1", **ctx.service_environment(), "PORT": str(port)}
+    sidecar: dict[str, object] | None = None
+    if ctx.sidecar is not None:
+        local = f"127.0.0.1:{ctx.sidecar.port}"
+        env = {k: v.replace(local, f"{sidecar_host}:{ctx.sidecar.port}") for k, v in env.items()}
+        sidecar = {"host": sidecar_host, "port": ctx.sidecar.port, "args": list(ctx.sidecar.args)}
+    for name in withheld:
+        env.pop(name, None)
+    return {
+        "version": 1,
+        "service": cfg.service.name,
+        "context": context_dir.as_posix(),
+        "dockerfile": cfg.service.dockerfile,
+        "port": port,
+        "memory_limit": ctx.memory_limit,
+        "memory_limit_bytes": ctx.memory_limit_bytes,
+        "import_check": list(cfg.service.import_check),
+        "env": env,
+        "sidecar": sidecar,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    from functools import partial
+
+    from flightcheck.context import env_pairs
+
+    parser = argparse.ArgumentParser(prog="python -m flightcheck.runtimes.attached")
+    sub = parser.add_subparsers(dest="command", required=True)
+    plan = sub.add_parser("plan", help="print how to start the service (JSON) for a starter")
+    plan.add_argument("--config", type=Path)
+    plan.add_argument("--memory", help="memory limit (default: [run].memory_limit)")
+    plan.add_argument("--env", default="dev", dest="environment", help="[environments.X]")
+    plan.add_argument("--service-env", action="append", default=[], metavar="KEY=VALUE")
+    plan.add_argument("--secret-env", action="append", default=[], metavar="NAME",
+                      help="a service variable whose value is in this process's environment "
+                      "(a secret): it counts, but never appears in the plan")
+    plan.add_argument("--sidecar-host", default="fakemodel",
+                      help="host name the service reaches the fake model server at")
+    plan.add_argument("--output", type=Path,
+                      help="write the plan here instead of stdout (logs stay free of its values)")
+    args = parser.parse_args(argv)
+    secrets = {n: os.environ.get(n, "") for n in args.secret_env}
+    redact = Redactor(secrets.values())
+    try:
+        try:
+            env = env_pairs(args.service_env)
+        except ValueError as exc:
+            raise UsageError(f"--service-env {exc}", fix="write --service-env KEY=VALUE") from None
+        missing = [n for n, v in secrets.items() if not v]
+        if missing:
+            raise UsageError(f"--secret-env {', '.join(missing)}: not set in the environment",
+                             fix="set the variable (the Dagger module passes it as a secret)")
+        result = anyio.run(partial(
+            service_plan, config=args.config, memory=args.memory, environment=args.environment,
+            service_env={**env, **secrets}, withheld=list(secrets), sidecar_host=args.sidecar_host,
+        ))
+    except FlightcheckError as exc:
+        print(redact(exc.render()), file=sys.stderr)
+        return exc.exit_code
+    text = json.dumps(result, indent=2, sort_keys=True) + "\n"
+    if args.output is None:
+        sys.stdout.write(text)
+    else:
+        args.output.write_text(text, encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
