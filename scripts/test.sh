@@ -5,7 +5,9 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 py=.venv/bin
 status=0
-"$py/ruff" check src ci pipeline.py bench || status=1
+paths=()
+for p in src ci pipeline.py bench examples; do [ -e "$p" ] && paths+=("$p"); done
+"$py/ruff" check "${paths[@]}" || status=1
 "$py/pyright" || status=1
 "$py/pytest" "$@"
 rc=$?

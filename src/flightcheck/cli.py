@@ -119,7 +119,7 @@ def run_pipeline(
     if memory is not None:
         overrides["run.memory_limit"] = (memory, "--memory")
     if runtime not in ("auto", "docker", "process", "attached"):
-        raise UsageError(f"unknown runtime {runtime!r}", fix="use --runtime docker|process|auto")
+        raise UsageError(f"unknown runtime {runtime!r}", fix="use --runtime docker|process|auto (attached: inside the Dagger module)")
     loaded = config_mod.load(config, overrides=overrides)
     if loaded.config.environments and environment not in loaded.config.environments:
         raise UsageError(
@@ -195,7 +195,7 @@ def _stage(name: str | None) -> StageName | None:
 
 
 RuntimeOpt = Annotated[
-    str, typer.Option("--runtime", "-r", help="docker | process | auto (docker when a daemon answers)")
+    str, typer.Option("--runtime", "-r", help="docker | process | auto (docker when a daemon answers); attached: the Dagger module's")
 ]
 ReportDirOpt = Annotated[
     Path, typer.Option("--report-dir", help="where flightcheck-report.json, junit.xml, summary.md go")

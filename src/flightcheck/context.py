@@ -25,6 +25,9 @@ DAGGER_FUNCTION: dict[StageName, str] = {
 
 Progress = Callable[[StageName, str], None]
 
+# Provider keys the Dagger module takes as dagger.Secret arguments.
+_DAGGER_KEYS = {"OPENAI_API_KEY": "openai-api-key", "GEMINI_API_KEY": "gemini-api-key"}
+
 
 def _quiet(stage: StageName, message: str) -> None:
     del stage, message
@@ -81,22 +84,31 @@ class Context:
     # --- results -------------------------------------------------------------------------
 
     def repro(self, stage: StageName) -> Repro:
-        """The commands that rerun just ``stage``, locally and in Dagger. Secrets masked."""
+        """The commands that rerun just ``stage``, locally and in Dagger. Secrets are
+        referenced by variable name, never shown."""
         local = ["flightcheck", "ci", "--only", stage]
-        dagger = ["dagger", "call", DAGGER_FUNCTION[stage], "--source=."]
+        # The Dagger module reads flightcheck.toml at the root of --source.
+        source = _short_path(self.loaded.path.parent) if self.loaded.path is not None else "."
+        dagger = ["dagger", "call", DAGGER_FUNCTION[stage], f"--source={source}"]
         if self.loaded.path is not None:
             local += ["--config", _short_path(self.loaded.path)]
-        if self.runtime_name != "auto":
+        if self.runtime_name not in ("auto", "attached"):  # attached only exists inside Dagger
             local += ["--runtime", self.runtime_name]
         if self.memory_override:
             local += ["--memory", self.memory_override]
             if stage != "lint":
                 dagger += [f"--memory={self.memory_override}"]
+        if self.environment != "dev":
+            local += ["--env", self.environment]
+            if stage != "lint":
+                dagger += [f"--environment={self.environment}"]
         text = shlex.join(local)
         for key, value in self.service_env.items():
-            # A secret is referenced, never shown: the paste works where the variable is set.
+            # The paste works where the variable is set.
             shown = f'{key}="${key}"' if is_secret_name(key) else shlex.quote(f"{key}={value}")
             text += f" --service-env {shown}"
+            if key in _DAGGER_KEYS and stage != "lint":
+                dagger += [f"--{_DAGGER_KEYS[key]}=env:{key}"]
         return Repro(local=text, dagger=shlex.join(dagger))
 
     def result(self, stage: StageName, status: Status = Status.PASS, summary: str = "") -> StageResult:
@@ -109,7 +121,7 @@ class Context:
 
 def _short_path(path: Path) -> str:
     try:
-        return str(path.relative_to(Path.cwd()))
+        return str(path.relative_to(Path.cwd())) or "."
     except ValueError:
         return str(path)
 

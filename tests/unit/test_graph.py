@@ -141,5 +141,21 @@ def test_repro_masks_secret_env(tmp_path: Path) -> None:
     assert "--service-env MODE=x" in r.local
     assert r.local.startswith("flightcheck ci --only ai-smoke")
     assert "--runtime docker --memory 512Mi" in r.local
-    assert r.dagger == "dagger call ai-smoke --source=. --memory=512Mi"
+    assert r.dagger == (
+        "dagger call ai-smoke --source=. --memory=512Mi --openai-api-key=env:OPENAI_API_KEY"
+    )
     assert ctx.redactor("key sk-live-abcdefghijkl here") == "key *** here"
+
+
+def test_repro_for_another_service_points_dagger_at_its_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    svc = tmp_path / "svc"
+    svc.mkdir()
+    (svc / "flightcheck.toml").write_text('[service]\nname = "quotebot"\n')
+    monkeypatch.chdir(tmp_path)
+    ctx = Context(loaded=load(svc / "flightcheck.toml", environ={}), runtime_name="attached",
+                  environment="prod")
+    r = ctx.repro("health-poll")
+    assert r.local == "flightcheck ci --only health-poll --config svc/flightcheck.toml --env prod"
+    assert r.dagger == "dagger call health-poll --source=svc --environment=prod"

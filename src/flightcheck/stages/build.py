@@ -96,7 +96,7 @@ async def run(ctx: Context) -> StageResult:
     if problem is not None:
         _import_failed(ctx, res, problem, runtime)
         return res
-    what = "image" if runtime.name == "docker" else "source tree"
+    what = "source tree" if runtime.name == "process" else "image"
     res.summary = (
         f"{what} {image.ref} ready in {image.build_seconds:.1f} s"
         + (" (cached)" if image.cached else "")
