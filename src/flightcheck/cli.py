@@ -110,6 +110,7 @@ def run_pipeline(
     memory: str | None,
     service_env: list[str],
     only: str | None,
+    service_env_files: list[Path] | None = None,
     until: str | None,
     strict: bool,
     environment: str,
@@ -130,6 +131,8 @@ def run_pipeline(
         env = env_pairs(service_env)
     except ValueError as exc:
         raise UsageError(f"--service-env {exc}", fix="write --service-env KEY=VALUE") from None
+    secret_files = list(service_env_files or [])
+    secret_env = _read_env_files(secret_files)
     stages = graph.select(graph.default_graph(), only=_stage(only), until=_stage(until))
     progress = _Progress(_err)
     ctx = Context(
@@ -138,6 +141,8 @@ def run_pipeline(
         runtime_name=runtime,
         memory_override=memory,
         service_env=env,
+        secret_env_files=secret_files,
+        secret_env=secret_env,
         progress=progress,
         environment=environment,
     )
@@ -162,6 +167,28 @@ def run_pipeline(
             fh.write(report_mod.to_markdown(rep))
     print(f"report: {paths['json']}", file=sys.stderr)
     return 0 if ok else 1
+
+
+def _read_env_files(files: list[Path]) -> dict[str, str]:
+    """KEY=VALUE files (dotenv syntax) whose values are all treated as secrets."""
+    from dotenv import dotenv_values
+
+    merged: dict[str, str] = {}
+    for file in files:
+        if not file.is_file():
+            raise UsageError(
+                f"--service-env-file {file}: no such file",
+                fix="pass a file of KEY=VALUE lines (dotenv syntax), e.g. secrets.env",
+            )
+        values = dotenv_values(file)
+        missing = [k for k, v in values.items() if v is None]
+        if missing:
+            raise UsageError(
+                f"--service-env-file {file}: {', '.join(missing)} has no value",
+                fix="write KEY=VALUE on each line",
+            )
+        merged.update({k: v for k, v in values.items() if v is not None})
+    return merged
 
 
 async def _run_until_signalled(ctx: Context, stages: list[graph.Stage]) -> list[StageResult]:
@@ -208,6 +235,14 @@ ServiceEnvOpt = Annotated[
     list[str],
     typer.Option("--service-env", "-e", help="KEY=VALUE added to the service's environment (repeatable)"),
 ]
+ServiceEnvFileOpt = Annotated[
+    list[Path],
+    typer.Option(
+        "--service-env-file",
+        help="file of KEY=VALUE lines (dotenv) added to the service's environment; every value "
+        "is treated as a secret and redacted from all output (repeatable)",
+    ),
+]
 StrictOpt = Annotated[bool, typer.Option("--strict", help="warnings fail the run too")]
 EnvOpt = Annotated[
     str, typer.Option("--env", help="which [environments.X] AI parameters the service gets")
@@ -221,6 +256,7 @@ def ci(
     report_dir: ReportDirOpt = Path("flightcheck-report"),
     memory: MemoryOpt = None,
     service_env: ServiceEnvOpt = [],  # noqa: B006 - typer reads the default, never mutates it
+    service_env_file: ServiceEnvFileOpt = [],  # noqa: B006
     only: Annotated[
         Optional[str], typer.Option("--only", help="run just this stage (and the stages it needs)")  # noqa: UP045
     ] = None,
@@ -235,6 +271,7 @@ def ci(
         run_pipeline(
             config=config, runtime=runtime, report_dir=report_dir, memory=memory,
             service_env=service_env, only=only, until=until, strict=strict, environment=environment,
+            service_env_files=service_env_file,
         )
     )
 
@@ -246,6 +283,7 @@ def _stage_command(stage: StageName, doc: str) -> None:
         report_dir: ReportDirOpt = Path("flightcheck-report"),
         memory: MemoryOpt = None,
         service_env: ServiceEnvOpt = [],  # noqa: B006
+        service_env_file: ServiceEnvFileOpt = [],  # noqa: B006
         strict: StrictOpt = False,
         environment: EnvOpt = "dev",
     ) -> None:
@@ -253,6 +291,7 @@ def _stage_command(stage: StageName, doc: str) -> None:
             run_pipeline(
                 config=config, runtime=runtime, report_dir=report_dir, memory=memory,
                 service_env=service_env, only=stage, until=None, strict=strict,
+                service_env_files=service_env_file,
                 environment=environment,
             )
         )

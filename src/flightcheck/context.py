@@ -42,6 +42,9 @@ class Context:
     runtime_name: str = "auto"  # as requested: auto|docker|process
     memory_override: str | None = None
     service_env: dict[str, str] = field(default_factory=dict)
+    # --service-env-file: every value in such a file is a secret (redacted everywhere).
+    secret_env_files: list[Path] = field(default_factory=list)
+    secret_env: dict[str, str] = field(default_factory=dict)
     redactor: Redactor = field(default_factory=Redactor)
     progress: Progress = _quiet
     stack: AsyncExitStack = field(default_factory=AsyncExitStack)
@@ -54,6 +57,7 @@ class Context:
     def __post_init__(self) -> None:
         self.redactor.add_env(self.service_env)
         self.redactor.add_env(self.config.service.env)
+        self.redactor.add(*self.secret_env.values())
 
     @property
     def config(self):  # noqa: ANN201 - Config; property keeps call sites short
@@ -75,6 +79,7 @@ class Context:
             **(ai.as_env() if ai else {}),
             **self.config.service.env,
             **self.extra_service_env,
+            **self.secret_env,
             **self.service_env,
         }
 
@@ -102,7 +107,12 @@ class Context:
             local += ["--env", self.environment]
             if stage != "lint":
                 dagger += [f"--environment={self.environment}"]
+        for file in self.secret_env_files:
+            local += ["--service-env-file", _short_path(file)]
         text = shlex.join(local)
+        for key in self.secret_env:
+            if key in _DAGGER_KEYS and stage != "lint":
+                dagger += [f"--{_DAGGER_KEYS[key]}=env:{key}"]
         for key, value in self.service_env.items():
             # The paste works where the variable is set.
             shown = f'{key}="${key}"' if is_secret_name(key) else shlex.quote(f"{key}={value}")

@@ -183,6 +183,22 @@ def test_provider_key_is_redacted_in_real_mode(tmp_path: Path) -> None:
     _assert_no_leak(run)
 
 
+def test_secret_file_values_are_redacted_whatever_their_name(tmp_path: Path) -> None:
+    """--service-env-file: every value in it is a secret, even under a harmless-looking name."""
+    secrets = tmp_path / "secrets.env"
+    secrets.write_text(f"QUOTEBOT_BUILD_LABEL={LEAK}\n")
+    run = run_ci(
+        tmp_path / "report", "process",
+        "--service-env-file", str(secrets),
+        "--service-env", "QUOTEBOT_FAULT_ECHO_ENV=QUOTEBOT_BUILD_LABEL",
+    )
+    assert run.rc == 1, run.explain()  # the echoed value breaks the exact-summary check
+    smoke = run.stage("ai-smoke")
+    assert '"echo": "***"' in smoke["details"]["logs_tail"], smoke["details"]["logs_tail"]
+    assert f"--service-env-file {secrets}" in smoke["repro"]["local"]
+    _assert_no_leak(run)
+
+
 # --- a fault is caught, cleanly --------------------------------------------------------------
 
 

@@ -66,3 +66,9 @@ def test_lint_only_run_writes_reports(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     for name in ("flightcheck-report.json", "junit.xml", "summary.md", "lint.sarif"):
         assert (tmp_path / name).is_file(), name
+
+
+def test_missing_service_env_file(tmp_path: Path) -> None:
+    out = _cli("ci", "--only", "lint", "--service-env-file", str(tmp_path / "nope.env"))
+    assert out.returncode == 2
+    assert "no such file" in out.stderr and "Traceback" not in out.stderr
