@@ -29,6 +29,7 @@ from pydantic import (
 )
 
 from flightcheck.errors import ConfigError
+from flightcheck.secrets import is_secret_name
 
 DEFAULT_FILE = "flightcheck.toml"
 REFERENCE = "reference"  # provenance of the embedded reference-service defaults
@@ -539,7 +540,8 @@ def _config_error(
             msg = f"unknown key — {hint}"
         elif err["type"] == "missing":
             msg = "required key is missing"
-        problems.append(f"{dotted} = {err.get('input')!r} ({origin}): {msg}")
+        shown = "***" if is_secret_name(dotted) else repr(err.get("input"))
+        problems.append(f"{dotted} = {shown} ({origin}): {msg}")
     where = label if label != "<defaults>" else "the configuration"
     return ConfigError(
         f"{where}: {len(problems)} invalid value(s)\n    " + "\n    ".join(problems),

@@ -195,3 +195,9 @@ def test_ai_params_env() -> None:
     env = AIParams().as_env()
     assert env["AI_MODEL"] == "fake-math-1"
     assert set(env) == {"AI_MODEL", "AI_TEMPERATURE", "MAX_OUTPUT_TOKENS", "AI_TOP_K", "AI_TOP_P"}
+
+
+def test_errors_never_echo_a_secret_value(tmp_path: Path) -> None:
+    msg = _error(tmp_path, '[deploy]\nopenai_api_key = "sk-proj-abcdefghijklmnop1234"\n')
+    assert "deploy.openai_api_key = ***" in msg
+    assert "sk-proj" not in msg
