@@ -10,7 +10,7 @@ from pathlib import Path
 
 from flightcheck.config import Loaded, format_memory, parse_memory
 from flightcheck.results import Repro, StageName, StageResult, Status
-from flightcheck.runtimes.base import Sidecar
+from flightcheck.runtimes.base import Running, Sidecar
 from flightcheck.secrets import MASK, Redactor, is_secret_name
 
 # Dagger turns snake_case function names into kebab-case CLI names.
@@ -82,6 +82,19 @@ class Context:
             **self.secret_env,
             **self.service_env,
         }
+
+    def running(self, stage: StageName) -> Running:
+        """The service run-with-memory-limit started; a clear error when there is none."""
+        running = self.artifacts.get("running")
+        if not isinstance(running, Running):
+            from flightcheck.errors import StageError
+
+            raise StageError(
+                f"{stage} needs a running service",
+                why="run-with-memory-limit did not leave one in ctx.artifacts['running']",
+                fix="run the whole graph (flightcheck ci) or at least run-with-memory-limit first",
+            )
+        return running
 
     def log(self, stage: StageName, message: str) -> None:
         self.progress(stage, self.redactor(message))

@@ -27,7 +27,6 @@ import httpx
 
 from flightcheck.config import ProbeConfig
 from flightcheck.context import Context
-from flightcheck.errors import StageError
 from flightcheck.results import Finding, Severity, StageName, StageResult, Status
 from flightcheck.runtimes.base import Exit, Running
 
@@ -273,13 +272,7 @@ def _suggest(probe: ProbeConfig, needed_s: float) -> str:
 
 
 async def run(ctx: Context) -> StageResult:
-    running = ctx.artifacts.get("running")
-    if not isinstance(running, Running):
-        raise StageError(
-            "health-poll needs a running service",
-            why="run-with-memory-limit did not leave one in ctx.artifacts['running']",
-            fix="run the whole graph (flightcheck ci) or at least run-with-memory-limit first",
-        )
+    running = ctx.running(STAGE)
     cfg = ctx.config.health
     res = ctx.result(STAGE)
     startup = cfg.startup

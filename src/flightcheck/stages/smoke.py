@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 
 from flightcheck.context import Context
-from flightcheck.errors import ConfigError, StageError
+from flightcheck.errors import ConfigError
 from flightcheck.fakemodel import SERVER_SCRIPT
 from flightcheck.results import Finding, Severity, StageName, StageResult, Status
 from flightcheck.runtimes._proc import free_port
@@ -92,13 +92,7 @@ async def prepare(ctx: Context) -> None:
 
 
 async def run(ctx: Context) -> StageResult:
-    running = ctx.artifacts.get("running")
-    if not isinstance(running, Running):
-        raise StageError(
-            "ai-smoke needs a running service",
-            why="run-with-memory-limit did not leave one in ctx.artifacts['running']",
-            fix="run the whole graph (flightcheck ci) or at least run-with-memory-limit first",
-        )
+    running = ctx.running(STAGE)
     cfg = ctx.config.smoke
     res = ctx.result(STAGE)
     mode = ctx.artifacts.get(MODE_ARTIFACT)
