@@ -53,6 +53,8 @@ class Context:
     # Set by stages' prepare hooks before anything starts (e.g. ai-smoke's fake model server).
     extra_service_env: dict[str, str] = field(default_factory=dict)
     sidecar: Sidecar | None = None
+    interrupted: bool = False  # set when the run is being cancelled: finalizers must not wait
+    selected: tuple[StageName, ...] = ()  # the stages of this run (set by graph.run)
 
     def __post_init__(self) -> None:
         self.redactor.add_env(self.service_env)

@@ -85,6 +85,7 @@ async def run(ctx: Context, stages: Sequence[Stage]) -> list[StageResult]:
     """Run ``stages`` in order with gating; always finalize and clean up (Ctrl-C included)."""
     results: dict[StageName, StageResult] = {}
     selected = {s.name for s in stages}
+    ctx.selected = tuple(s.name for s in stages)
     try:
         for stage in stages:
             if stage.prepare is not None:
@@ -109,6 +110,9 @@ async def run(ctx: Context, stages: Sequence[Stage]) -> list[StageResult]:
             ctx.log(stage.name, "started")
             results[stage.name] = await _run_one(ctx, stage)
             ctx.log(stage.name, f"{results[stage.name].status.value}: {results[stage.name].summary}")
+    except BaseException:  # cancelled: Ctrl-C, SIGTERM, a timeout around the run
+        ctx.interrupted = True
+        raise
     finally:
         with anyio.CancelScope(shield=True):
             for stage in reversed(stages):

@@ -126,6 +126,8 @@ def test_finalize_and_cleanup_run_even_when_cancelled(tmp_path: Path) -> None:
 
     anyio.run(main)
     assert events == ["finalized", "stopped"]
+    assert ctx.interrupted  # finalizers can tell a cancelled run and must not wait
+    assert ctx.selected == ("run-with-memory-limit", "health-poll")
 
 
 def test_repro_masks_secret_env(tmp_path: Path) -> None:

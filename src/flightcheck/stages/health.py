@@ -151,9 +151,6 @@ def _kind(reason: str) -> str:
     return reason.split(":", 1)[0]
 
 
-STARTUP_ARTIFACT = "startup_outcome"  # the startup probe's outcome, for run's finalize
-
-
 async def wait_ready(
     endpoint: str,
     probe: ProbeConfig,
@@ -285,7 +282,6 @@ async def run(ctx: Context) -> StageResult:
     started_at = getattr(running, "started_at", None)
     outcome = await wait_ready(running.endpoint, startup, status=running.status, grace_s=grace,
                                started_at=started_at if isinstance(started_at, float) else None)
-    ctx.artifacts[STARTUP_ARTIFACT] = outcome
     res.details["startup"] = _redacted(ctx, outcome.to_json())
     res.measure("startup_window_s", startup.window_s, "s")
     res.measure("time_to_ready_s", None if outcome.ready_after_s is None

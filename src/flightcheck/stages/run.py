@@ -21,7 +21,7 @@ from flightcheck.errors import StageError
 from flightcheck.results import Finding, Severity, StageResult, Status
 from flightcheck.runtimes import listening
 from flightcheck.runtimes.base import Exit, Image, Running, Runtime
-from flightcheck.stages.health import STARTUP_ARTIFACT, wait_ready
+from flightcheck.stages.health import wait_ready
 
 STAGE = "run-with-memory-limit"
 SETTLE_S = 3.0  # watched right after start: a crash or the first listen usually happens here
@@ -97,7 +97,12 @@ async def finalize(ctx: Context, result: StageResult) -> StageResult:
     running = ctx.artifacts.get("running")
     if not isinstance(running, Running):
         return result
-    if result.status is not Status.FAIL and STARTUP_ARTIFACT not in ctx.artifacts:
+    if (
+        result.status is not Status.FAIL
+        and ctx.selected
+        and "health-poll" not in ctx.selected
+        and not ctx.interrupted
+    ):
         # Run on its own (--only run-with-memory-limit): the model load that may OOM happens
         # after the port opens, so watch until the startup probe passes (or its window ends).
         ctx.log(STAGE, f"watching until {ctx.config.health.startup.path} passes (model load)")
