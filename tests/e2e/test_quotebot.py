@@ -216,6 +216,10 @@ def test_prompt_bloat_fails_the_token_budget(
     token_findings = [f for f in smoke["findings"] if f["code"].startswith("smoke.tokens")]
     assert token_findings, json.dumps(smoke["findings"], indent=1)
     assert any("summary comes from the model" in f["message"] for f in token_findings)
+    # The provider's and the service's counts agree here: one finding per case, not two.
+    per_check = [(f["message"].split(":")[0], f["code"]) for f in token_findings]
+    assert len(per_check) == len(set(per_check)), json.dumps(token_findings, indent=1)
+    assert all("provider and service" in f["message"] for f in token_findings)
     assert all(f["file"] == "smoke.yaml" and f["line"] for f in token_findings)
     # The verdict line and the command that reruns just this stage, with the knob.
     assert "FAIL  ai-smoke" in run.stderr

@@ -381,7 +381,11 @@ class Runner:
                     message="no token usage to check: the response has no "
                     f"'{case.usage_path or self._defaults.usage_path}' and no fake model ran",
                 ))
-            for source, usage in result.usage.items():
+            sources = list(result.usage.items())
+            if len(sources) == 2 and sources[0][1] == sources[1][1]:
+                # Both counts agree: one check (one finding), naming both sources.
+                sources = [(" and ".join(name for name, _ in sources), sources[0][1])]
+            for source, usage in sources:
                 result.checks.extend(check_tokens(exp.tokens, usage, source))
         result.cost_usd, why = self._cost(result)
         if exp.cost_usd is not None:
