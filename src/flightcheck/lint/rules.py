@@ -9,7 +9,7 @@ already implement well are run by those tools and reported under the FC code lis
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 Category = Literal[
     "syntax",
@@ -21,16 +21,7 @@ Category = Literal[
     "ai-model-pin",
     "dockerfile",
 ]
-CATEGORIES: tuple[Category, ...] = (
-    "syntax",
-    "import",
-    "secret",
-    "async-blocking",
-    "ai-timeout",
-    "ai-error-handling",
-    "ai-model-pin",
-    "dockerfile",
-)
+CATEGORIES: tuple[Category, ...] = get_args(Category)
 SeverityName = Literal["error", "warning", "info"]
 
 
