@@ -353,7 +353,7 @@ def _show(key: str, value: Any) -> str:
 def report_cmd(
     report_dir: ReportDirOpt = Path("flightcheck-report"),
     fmt: Annotated[
-        str, typer.Option("--format", "-f", help="markdown | junit | json")
+        str, typer.Option("--format", "-f", help="markdown | junit | json | html")
     ] = "markdown",
 ) -> None:
     """Re-render a report from flightcheck-report.json (default: print the Markdown summary)."""
@@ -364,8 +364,10 @@ def report_cmd(
         sys.stdout.buffer.write(report_mod.to_junit(rep))
     elif fmt == "json":
         typer.echo(rep.model_dump_json(indent=2))
+    elif fmt == "html":
+        typer.echo(report_mod.to_html(rep), nl=False)
     else:
-        raise UsageError(f"unknown format {fmt!r}", fix="use --format markdown|junit|json")
+        raise UsageError(f"unknown format {fmt!r}", fix="use --format markdown|junit|json|html")
     raise typer.Exit(0 if rep.ok else 1)
 
 

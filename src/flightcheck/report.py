@@ -25,6 +25,7 @@ SCHEMA_VERSION = "1.0"
 JSON_NAME = "flightcheck-report.json"
 JUNIT_NAME = "junit.xml"
 MARKDOWN_NAME = "summary.md"
+HTML_NAME = "report.html"
 
 _ICON = {Status.PASS: "✅", Status.WARN: "⚠️", Status.FAIL: "❌", Status.SKIPPED: "⏭️"}
 
@@ -97,10 +98,12 @@ def write_all(report: Report, report_dir: Path) -> dict[str, Path]:
         "json": report_dir / JSON_NAME,
         "junit": report_dir / JUNIT_NAME,
         "markdown": report_dir / MARKDOWN_NAME,
+        "html": report_dir / HTML_NAME,
     }
     paths["json"].write_text(report.model_dump_json(indent=2) + "\n", encoding="utf-8")
     paths["junit"].write_bytes(to_junit(report))
     paths["markdown"].write_text(to_markdown(report), encoding="utf-8")
+    paths["html"].write_text(to_html(report), encoding="utf-8")
     return paths
 
 
@@ -223,3 +226,56 @@ def to_markdown(report: Report, *, max_findings: int = 20) -> str:
         if s.status is Status.FAIL:
             lines += ["", f"Reproduce: `{s.repro.local}` · in Dagger: `{s.repro.dagger}`"]
     return "\n".join(lines) + "\n"
+
+
+_CSS = (
+    "body{font:14px/1.45 system-ui,sans-serif;margin:2rem;max-width:70rem}"
+    "table{border-collapse:collapse;width:100%}td,th{border-bottom:1px solid #ddd;"
+    "padding:.35rem .5rem;text-align:left;vertical-align:top}"
+    ".pass{color:#1a7f37}.warn{color:#9a6700}.fail{color:#cf222e}.skipped{color:#6e7781}"
+    "code{background:#f6f8fa;padding:0 .2rem}"
+)
+
+
+def to_html(report: Report, *, max_findings: int = 50) -> str:
+    """A self-contained HTML page (no scripts, no external assets) for CI artifacts."""
+    from html import escape as e
+
+    verdict = "passed" if report.ok else "failed"
+    rows = "".join(
+        f'<tr><td>{e(s.name)}</td><td class="{s.status.value}">{s.status.value}</td>'
+        f"<td>{s.duration_s:.2f}s</td><td>{e(s.summary)}</td></tr>"
+        for s in report.stages
+    )
+    sections = []
+    for s in report.stages:
+        if s.status is Status.SKIPPED or not (s.findings or s.measurements):
+            continue
+        meas = ", ".join(
+            f"{e(m.name)} <b>{e(str(m.value))}</b>{(' ' + e(m.unit)) if m.unit else ''}"
+            for m in s.measurements
+        )
+        items = "".join(
+            f'<li class="{f.severity.value}"><b>{e(f.severity.value)}</b> <code>{e(f.code)}</code> '
+            f"{e(_location(f.file, f.line))} {e(f.message)}"
+            + (f" — <i>fix:</i> {e(f.fix)}" if f.fix else "")
+            + "</li>"
+            for f in s.findings[:max_findings]
+            if f.severity is not Severity.INFO
+        )
+        repro = (
+            f"<p>Reproduce: <code>{e(s.repro.local)}</code> · in Dagger: "
+            f"<code>{e(s.repro.dagger)}</code></p>"
+            if s.status is Status.FAIL
+            else ""
+        )
+        sections.append(f"<h2>{e(s.name)}</h2><p>{meas}</p><ul>{items}</ul>{repro}")
+    return (
+        '<!doctype html><html lang="en"><meta charset="utf-8">'
+        f"<title>flightcheck {verdict}</title><style>{_CSS}</style>"
+        f'<h1 class="{"pass" if report.ok else "fail"}">flightcheck {verdict}</h1>'
+        f"<p>runtime <code>{e(report.runtime or '-')}</code> · {report.duration_s:.1f}s · "
+        f"{e(report.started_at)}</p>"
+        "<table><tr><th>stage</th><th>status</th><th>time</th><th>summary</th></tr>"
+        f"{rows}</table>{''.join(sections)}</html>\n"
+    )

@@ -42,6 +42,7 @@ def test_whole_graph_passes_on_the_process_runtime_and_writes_every_report(tmp_p
     assert suite is not None and suite.get("failures") == "0"
     assert (tmp_path / "report" / "lint.sarif").is_file()
     assert "## flightcheck passed" in (tmp_path / "report" / "summary.md").read_text()
+    assert "flightcheck passed" in (tmp_path / "report" / "report.html").read_text()
 
 
 @pytest.mark.slow

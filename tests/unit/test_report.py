@@ -11,7 +11,15 @@ from pathlib import Path
 
 import jsonschema
 
-from flightcheck.report import Report, generated_schema, json_schema, load, to_markdown, write_all
+from flightcheck.report import (
+    Report,
+    generated_schema,
+    json_schema,
+    load,
+    to_html,
+    to_markdown,
+    write_all,
+)
 from flightcheck.results import Finding, Repro, Severity, StageResult, Status
 
 
@@ -96,3 +104,31 @@ def test_report_command_without_report(tmp_path: Path) -> None:
     )
     assert out.returncode == 2
     assert "no report at" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_html_report_is_escaped_and_complete(tmp_path: Path) -> None:
+    from html.parser import HTMLParser
+
+    paths = write_all(_report(), tmp_path)
+    page = paths["html"].read_text()
+    assert page.startswith("<!doctype html>") and "<script" not in page
+
+    class Cells(HTMLParser):
+        def __init__(self) -> None:
+            super().__init__()
+            self.text: list[str] = []
+
+        def handle_data(self, data: str) -> None:
+            self.text.append(data)
+
+    cells = Cells()
+    cells.feed(page)
+    text = "".join(cells.text)
+    assert "flightcheck failed" in text
+    assert "invalid syntax | here" in text  # the message survives, escaped
+    assert "flightcheck ci --only lint" in text
+    assert '<td class="skipped">skipped</td>' in page
+    hostile = _report()
+    hostile.stages[0].findings[0].message = "<script>alert(1)</script>"
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in to_html(hostile)
+    assert "<script>" not in to_html(hostile)

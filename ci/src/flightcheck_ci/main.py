@@ -224,7 +224,7 @@ class Flightcheck:
         ] = False,
     ) -> dagger.Directory:
         """The whole graph; returns the report directory: flightcheck-report.json, junit.xml,
-        summary.md, lint.sarif and exit-code. Fails when a gate failed, unless
+        summary.md, report.html, lint.sarif and exit-code. Fails when a gate failed, unless
         --allow-failure."""
         checked, code = await self._checks(source, None, memory, environment,
                                            _keys(openai_api_key, gemini_api_key))
