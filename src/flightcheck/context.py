@@ -124,16 +124,17 @@ class Context:
                 dagger += [f"--environment={self.environment}"]
         for file in self.secret_env_files:
             local += ["--service-env-file", _short_path(file)]
+        if stage != "lint":
+            dagger += [
+                f"--{_DAGGER_KEYS[key]}=env:{key}"
+                for key in {**self.secret_env, **self.service_env}
+                if key in _DAGGER_KEYS
+            ]
         text = shlex.join(local)
-        for key in self.secret_env:
-            if key in _DAGGER_KEYS and stage != "lint":
-                dagger += [f"--{_DAGGER_KEYS[key]}=env:{key}"]
         for key, value in self.service_env.items():
             # The paste works where the variable is set.
             shown = f'{key}="${key}"' if is_secret_name(key) else shlex.quote(f"{key}={value}")
             text += f" --service-env {shown}"
-            if key in _DAGGER_KEYS and stage != "lint":
-                dagger += [f"--{_DAGGER_KEYS[key]}=env:{key}"]
         return Repro(local=text, dagger=shlex.join(dagger))
 
     def result(self, stage: StageName, status: Status = Status.PASS, summary: str = "") -> StageResult:

@@ -84,8 +84,8 @@ def select(
 async def run(ctx: Context, stages: Sequence[Stage]) -> list[StageResult]:
     """Run ``stages`` in order with gating; always finalize and clean up (Ctrl-C included)."""
     results: dict[StageName, StageResult] = {}
-    selected = {s.name for s in stages}
     ctx.selected = tuple(s.name for s in stages)
+    selected = set(ctx.selected)
     try:
         for stage in stages:
             if stage.prepare is not None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -61,12 +60,6 @@ class CiRun:
 def _flightcheck() -> list[str]:
     script = Path(sys.executable).with_name("flightcheck")
     return [str(script)] if script.exists() else [sys.executable, "-m", "flightcheck.cli"]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def run_ci(report_dir: Path, runtime: str, *args: str) -> CiRun:

@@ -278,10 +278,8 @@ async def run(ctx: Context) -> StageResult:
     ctx.log(STAGE, f"startup probe {startup.path}: window {startup.window_s:g} s "
                    f"(delay {startup.initial_delay_s:g} + {startup.period_s:g} s × "
                    f"{startup.failure_threshold})")
-    # Not in the Running protocol yet; both runtimes record when the service started.
-    started_at = getattr(running, "started_at", None)
     outcome = await wait_ready(running.endpoint, startup, status=running.status, grace_s=grace,
-                               started_at=started_at if isinstance(started_at, float) else None)
+                               started_at=running.started_at)
     res.details["startup"] = _redacted(ctx, outcome.to_json())
     res.measure("startup_window_s", startup.window_s, "s")
     res.measure("time_to_ready_s", None if outcome.ready_after_s is None
