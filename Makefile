@@ -15,3 +15,5 @@ test: provision
 bench: provision
 	.venv/bin/python bench/bench_lint.py
 	.venv/bin/python bench/bench_readiness.py
+	.venv/bin/python bench/bench_proxy.py
+	.venv/bin/python bench/bench_deploy.py

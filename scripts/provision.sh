@@ -5,18 +5,24 @@
 #   2. dockerd started (loopback-only port publishing) when no daemon answers.
 #   3. The local `python:3.11-slim` base image, built from Debian bookworm when missing
 #      (no registry is reachable here, so `FROM python:3.11-slim` must resolve locally).
+#   3b. A local image registry (Debian's docker-registry) on 127.0.0.1:5000 for the `local`
+#      deploy target (FLIGHTCHECK_LOCAL_REGISTRY=127.0.0.1:PORT moves it), started when no
+#      registry answers there.
 #   4. A virtualenv at .venv with flightcheck installed editable, with [dev] extras.
-# Usage: scripts/provision.sh [--no-docker] [--no-venv]
+#   5. Debian's chromium: the HTML report is tested in a real headless browser.
+# Usage: scripts/provision.sh [--no-docker] [--no-venv] [--no-browser]
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")/.." && pwd)
 want_docker=1
 want_venv=1
+want_browser=1
 for arg in "$@"; do
   case "$arg" in
     --no-docker) want_docker=0 ;;
     --no-venv) want_venv=0 ;;
-    *) echo "provision: unknown option $arg (use --no-docker / --no-venv)" >&2; exit 2 ;;
+    --no-browser) want_browser=0 ;;
+    *) echo "provision: unknown option $arg (use --no-docker / --no-venv / --no-browser)" >&2; exit 2 ;;
   esac
 done
 
@@ -87,6 +93,47 @@ base_image() {
   log "built $BASE_IMAGE ($("$DOCKER" image inspect -f '{{.Size}}' "$BASE_IMAGE") bytes)"
 }
 
+# The local deploy target pushes images here and its Cloud Run emulator pulls them by digest.
+# Our own config (loopback only, no auth, deletes allowed); Docker trusts plain HTTP to
+# 127.0.0.0/8 registries without an insecure-registries entry.
+REGISTRY=${FLIGHTCHECK_LOCAL_REGISTRY:-127.0.0.1:5000}
+REGISTRY_CONFIG=/etc/flightcheck/registry.yml
+
+registry_answers() { curl -fsS -m 2 -o /dev/null "http://$REGISTRY/v2/" 2>/dev/null; }
+
+registry_up() {
+  registry_answers && return 0
+  local host=${REGISTRY%:*} port=${REGISTRY##*:}
+  if [ "$host" != 127.0.0.1 ] && [ "$host" != localhost ]; then
+    log "FLIGHTCHECK_LOCAL_REGISTRY=$REGISTRY does not answer and is not on this machine"
+    return 1
+  fi
+  as_root mkdir -p /etc/flightcheck /var/lib/docker-registry
+  as_root tee "$REGISTRY_CONFIG.tmp" >/dev/null <<YAML
+# written by flightcheck's scripts/provision.sh: the local deploy target's registry
+version: 0.1
+log:
+  level: warn
+storage:
+  filesystem:
+    rootdirectory: /var/lib/docker-registry
+  delete:
+    enabled: true
+http:
+  addr: 127.0.0.1:$port
+YAML
+  as_root mv "$REGISTRY_CONFIG.tmp" "$REGISTRY_CONFIG"
+  log "starting docker-registry on 127.0.0.1:$port"
+  as_root setsid docker-registry serve "$REGISTRY_CONFIG" \
+    >/var/log/flightcheck-registry.log 2>&1 < /dev/null &
+  for _ in $(seq 1 40); do
+    registry_answers && return 0
+    sleep 0.25
+  done
+  log "docker-registry did not answer on $REGISTRY within 10 s; see /var/log/flightcheck-registry.log"
+  return 1
+}
+
 venv() {
   local py=${PYTHON:-python3}
   if [ ! -x "$here/.venv/bin/python" ]; then
@@ -103,9 +150,13 @@ venv() {
 }
 
 if [ "$want_docker" = 1 ]; then
-  apt_install docker.io mmdebstrap make
+  apt_install docker.io mmdebstrap make docker-registry curl
   docker_up
   base_image
+  registry_up
+fi
+if [ "$want_browser" = 1 ]; then
+  apt_install chromium
 fi
 if [ "$want_venv" = 1 ]; then
   venv

@@ -16,7 +16,7 @@ import tomllib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args, get_origin
 
 from pydantic import (
     AfterValidator,
@@ -24,12 +24,14 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 
 from flightcheck.errors import ConfigError
-from flightcheck.secrets import is_secret_name
+from flightcheck.lessons import defaults as _d
+from flightcheck.secrets import MASK, Redactor, is_secret, is_secret_name, looks_like_secret
 
 DEFAULT_FILE = "flightcheck.toml"
 REFERENCE = "reference"  # provenance of the embedded reference-service defaults
@@ -77,13 +79,54 @@ def _memory(value: str) -> str:
     return value
 
 
+# Docker refuses a smaller --memory; 0 would mean "no limit", a check that checks nothing.
+MIN_MEMORY = 6 * 1024**2
+MAX_MEMORY = 1024**4
+
+
+def _run_memory(value: str) -> str:
+    n = parse_memory(value)
+    if n < MIN_MEMORY:
+        raise ValueError(
+            f"{value} is below 6Mi, the smallest memory limit Docker accepts (0 would mean no "
+            "limit at all, and nothing would be checked); use the deploy target's size, e.g. 512Mi"
+        )
+    if n > MAX_MEMORY:
+        raise ValueError(f"{value} is more than 1Ti; use the deploy target's size, e.g. 2Gi")
+    return value
+
+
 Memory = Annotated[str, AfterValidator(_memory)]
-PositiveSeconds = Annotated[float, Field(gt=0)]
-NonNegativeSeconds = Annotated[float, Field(ge=0)]
+RunMemory = Annotated[str, AfterValidator(_memory), AfterValidator(_run_memory)]
+# Bounded: an infinite or astronomically long timeout is a check that never ends.
+PositiveSeconds = Annotated[float, Field(gt=0, le=86400)]
+NonNegativeSeconds = Annotated[float, Field(ge=0, le=86400)]
+RequestSeconds = Annotated[float, Field(gt=0, le=3600)]  # Cloud Run's longest request timeout
+
+
+def _admits(annotation: object, kind: type) -> bool:
+    if annotation is kind:
+        return True
+    return any(_admits(arg, kind) for arg in get_args(annotation))
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_default=True)
+    # allow_inf_nan: inf/nan are never meaningful here (an infinite timeout disables a bound).
+    model_config = ConfigDict(extra="forbid", validate_default=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_numbers(cls, value: object, info: ValidationInfo) -> object:
+        # pydantic reads `port = true` as 1; a boolean where a number belongs is a mistake.
+        field = cls.model_fields.get(info.field_name or "")
+        if (
+            isinstance(value, bool)
+            and field is not None
+            and not _admits(field.annotation, bool)
+            and (_admits(field.annotation, int) or _admits(field.annotation, float))
+        ):
+            raise ValueError("expected a number, got a boolean")
+        return value
 
 
 # --- sections -----------------------------------------------------------------------------
@@ -148,6 +191,11 @@ class LintConfig(_Section):
         default_factory=dict,
         description="severity overrides by rule code or category, e.g. {FC802 = \"error\"}",
     )
+    cache: bool = Field(
+        default=True,
+        description="reuse results for unchanged files (content hash) from the cache directory "
+        "($FLIGHTCHECK_CACHE_DIR, else $XDG_CACHE_HOME/flightcheck)",
+    )
 
 
 class RunConfig(_Section):
@@ -156,8 +204,10 @@ class RunConfig(_Section):
     runtime: Literal["auto", "docker", "process"] = Field(
         default="auto", description="auto: docker when a daemon answers, else process"
     )
-    memory_limit: Memory = Field(default="1Gi", description="hard memory ceiling, like Cloud Run's")
-    startup_timeout_s: PositiveSeconds = Field(
+    memory_limit: RunMemory = Field(
+        default="1Gi", description="hard memory ceiling, like Cloud Run's (at least 6Mi)"
+    )
+    startup_timeout_s: RequestSeconds = Field(
         default=300, description="upper bound on waiting for the container/process to start at all"
     )
 
@@ -182,8 +232,10 @@ class ProbeConfig(_Section):
     def _timeout_within_period(self) -> ProbeConfig:
         if self.timeout_s > self.period_s:
             raise ValueError(
-                f"timeout_s ({self.timeout_s}) must not exceed period_s ({self.period_s}), "
-                "as Cloud Run requires"
+                f"timeout_s ({self.timeout_s:g}) must not exceed period_s ({self.period_s:g}), "
+                f"as Cloud Run requires: use timeout_s = {self.period_s:g} (or period_s = "
+                f"{self.timeout_s:g}); a slow start needs a longer window (failure_threshold), "
+                "not a longer probe timeout"
             )
         return self
 
@@ -205,6 +257,7 @@ class LivenessProbeConfig(ProbeConfig):
 
     path: str = "/health"
     period_s: float = Field(default=10, ge=1, le=3600)
+    failure_threshold: int = Field(default=3, ge=1, le=100)
 
 
 class HealthConfig(_Section):
@@ -214,6 +267,12 @@ class HealthConfig(_Section):
     liveness: LivenessProbeConfig = Field(default_factory=LivenessProbeConfig)
     ai_path: str | None = Field(
         default=None, description='AI round-trip check (e.g. "/health/ai"); "" or absent: none'
+    )
+    strict_cloud_run: bool = Field(
+        default=False,
+        description="true: judge probe answers only as Cloud Run does (a startup path that "
+        "answers 404 is retried until the window ends); false: a 404 while the server is up "
+        "fails at once with a hint",
     )
 
     @field_validator("ai_path", mode="before")
@@ -232,14 +291,24 @@ class SmokeConfig(_Section):
     """The ai-smoke stage."""
 
     suite: Path = Field(default=Path("smoke.yaml"), description="YAML suite of cases, relative to source")
-    fake_model: bool = Field(
-        default=True, description="start the fake model server and point the service at it"
+    model: Literal["fake", "real"] = Field(
+        default="fake",
+        description="fake: flightcheck's fake model server, whatever keys the service was given; "
+        "real: the provider the service's own settings name (also --real-model)",
     )
     external_failure: Literal["warn", "fail"] = Field(
         default="warn", description="an unreachable external provider is a warning (or a failure)"
     )
-    request_timeout_s: PositiveSeconds = Field(
+    request_timeout_s: RequestSeconds = Field(
         default=30, description="bound on every HTTP request to the service (a case may set less)"
+    )
+    stage_timeout_s: RequestSeconds = Field(
+        default=600, description="bound on the whole suite; cases not started by then fail"
+    )
+    allow_empty: bool = Field(
+        default=False,
+        description="true: a run in which no case executed (all skipped) is a warning; "
+        "false: it fails, since nothing was checked",
     )
     fake_model_port: int = Field(
         default=0, ge=0, le=65535,
@@ -253,16 +322,45 @@ class SmokeConfig(_Section):
         )
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _replaced_keys(cls, data: object) -> object:
+        if isinstance(data, dict) and "fake_model" in data:
+            was = data["fake_model"]
+            raise ValueError(
+                "smoke.fake_model was replaced by smoke.model: write "
+                + ('model = "fake"' if was is True else 'model = "real"')
+                + " (the fake model server, or the provider the service's own settings name)"
+            )
+        return data
+
 
 class CanaryConfig(_Section):
     """Canary rollout steps and the thresholds that decide promote vs roll back."""
 
     steps: list[int] = Field(default_factory=lambda: [10, 50, 100])
-    step_duration_s: PositiveSeconds = 60
+    # 0: judge each step as soon as the candidate has served min_requests (tests, benchmarks).
+    step_duration_s: NonNegativeSeconds = 60
     max_error_rate: float = Field(default=0.01, ge=0, le=1)
     max_p95_latency_ms: float = Field(default=2000, gt=0)
     min_quality: float = Field(default=0.9, ge=0, le=1)
     max_cost_per_hour_usd: float | None = Field(default=None, ge=0)
+    max_cost_ratio: float = Field(
+        default=2.0, gt=1,
+        description="candidate cost per request over the rollback point's (or the last "
+        "validated) cost per request that rolls it back",
+    )
+    min_requests: int = Field(
+        default=20, ge=1,
+        description="responses the candidate must serve in a step before it is judged",
+    )
+    request_rate: float = Field(
+        default=20, gt=0, le=1000,
+        description="requests/s the rollout sends through the service URL during each step",
+    )
+    max_step_s: PositiveSeconds = Field(
+        default=300, description="a step that cannot gather min_requests by then fails"
+    )
 
     @field_validator("steps")
     @classmethod
@@ -294,6 +392,34 @@ class DeployConfig(_Section):
     env: dict[str, str] = Field(default_factory=dict)
     allow_unauthenticated: bool = False
     canary: CanaryConfig = Field(default_factory=CanaryConfig)
+    enabled: bool = Field(
+        default=False, description="deploy is the last stage of `flightcheck ci`"
+    )
+    service_account: str | None = Field(
+        default=None, description="the revision's identity (NAME@PROJECT.iam.gserviceaccount.com)"
+    )
+    labels: dict[str, str] = Field(default_factory=dict, description="extra Cloud Run labels")
+    cpu_idle: bool = Field(
+        default=True, description="CPU only while serving requests (Cloud Run's default); "
+        "false: always allocated"
+    )
+    concurrency: int = Field(default=80, ge=1, le=1000, description="max requests per instance")
+    secrets: dict[str, str] = Field(
+        default_factory=dict,
+        description="env var → Secret Manager secret ('name:version' or 'name', latest) "
+        "(cloudrun target)",
+    )
+    registry: str | None = Field(
+        default=None,
+        description="image repository; default: 127.0.0.1:5000 (local) or "
+        "REGION-docker.pkg.dev/PROJECT/flightcheck (cloudrun)",
+    )
+    api_endpoint: str | None = Field(
+        default=None, description="run_v2 endpoint; default: the local Cloud Run or Google's"
+    )
+    ready_timeout_s: PositiveSeconds = Field(
+        default=600, description="deadline for the new revision to become ready"
+    )
 
     @field_validator("cpu")
     @classmethod
@@ -350,6 +476,93 @@ class AIParams(_Section):
         return env
 
 
+# --- the lessons' sections (named defaults in lessons/defaults.py) ------------------------
+
+PricePair = tuple[Annotated[float, Field(ge=0)], Annotated[float, Field(ge=0)]]
+
+
+class CostConfig(_Section):
+    """`flightcheck cost`: tokens × prices against budgets."""
+
+    requests_per_hour: float = Field(
+        default=_d.COST_REQUESTS_PER_HOUR, gt=0,
+        description="request rate the hourly/daily projections assume",
+    )
+    max_per_request_usd: float = Field(default=_d.COST_MAX_PER_REQUEST_USD, gt=0)
+    max_per_hour_usd: float = Field(default=_d.COST_MAX_PER_HOUR_USD, gt=0)
+    max_per_day_usd: float = Field(default=_d.COST_MAX_PER_DAY_USD, gt=0)
+    prices: dict[str, PricePair] = Field(
+        default_factory=dict,
+        description="USD per 1M [input, output] tokens by model; wins over the suite's, "
+        "[smoke].prices and the shipped price table",
+    )
+
+
+class QualityConfig(_Section):
+    """`flightcheck quality`: current smoke metrics against a saved baseline."""
+
+    baseline: Path = Field(
+        default=Path(_d.QUALITY_BASELINE), description="baseline file, relative to source"
+    )
+    warn_worse: float = Field(default=_d.QUALITY_WARN_WORSE, gt=0, lt=1)
+    fail_worse: float = Field(default=_d.QUALITY_FAIL_WORSE, gt=0, le=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> QualityConfig:
+        if self.warn_worse >= self.fail_worse:
+            raise ValueError(
+                f"warn_worse ({self.warn_worse}) must be below fail_worse ({self.fail_worse})"
+            )
+        return self
+
+
+class ResourcesConfig(_Section):
+    """`flightcheck resources`: Cloud Run sizing from measured memory and startup."""
+
+    runs: int = Field(default=_d.RESOURCES_RUNS, ge=1, le=20)
+    concurrency: int = Field(default=_d.RESOURCES_CONCURRENCY, ge=1, le=1000)
+    headroom: float = Field(default=_d.RESOURCES_HEADROOM, gt=0, le=4)
+    far_above: float = Field(default=_d.RESOURCES_FAR_ABOVE, gt=1)
+    cold_start_s: float = Field(default=_d.RESOURCES_COLD_START_S, gt=0)
+    models: int = Field(default=1, ge=0, description="models the service loads (for the formula)")
+
+
+class ParityConfig(_Section):
+    """`flightcheck parity`: AI parameters across environments and as running."""
+
+    parameters: list[str] = Field(
+        default_factory=lambda: ["model", "temperature", "top_k", "top_p", "max_output_tokens"],
+        min_length=1,
+        description="AI-critical parameters compared (names the service reports too)",
+    )
+    info_path: str | None = Field(
+        default=None, description="where the service reports its AI parameters "
+        "(default: [health].ai_path)",
+    )
+    info_key: str = Field(default="ai", description="JSON key of the parameters in that answer")
+
+
+class MonitoringConfig(_Section):
+    """`flightcheck monitoring`: log-based metrics and alert policies as code."""
+
+    error_rate: float = Field(default=_d.MONITORING_ERROR_RATE, gt=0, le=1)
+    p95_latency_ms: float = Field(default=_d.MONITORING_P95_LATENCY_MS, gt=0)
+    cost_per_hour_usd: float | None = Field(
+        default=None, gt=0, description="default: [cost].max_per_hour_usd"
+    )
+    window_s: int = Field(default=_d.MONITORING_WINDOW_S, ge=60, le=86400)
+    notification_channels: list[str] = Field(
+        default_factory=list, description="projects/P/notificationChannels/ID alerts go to"
+    )
+    token_filter: str = Field(
+        default="jsonPayload.usage.total_tokens>0",
+        description="Cloud Logging filter of the log lines that carry token usage",
+    )
+    token_field: str = Field(
+        default="jsonPayload.usage.total_tokens", description="the token count in those lines"
+    )
+
+
 class Config(_Section):
     """The whole of flightcheck.toml."""
 
@@ -364,6 +577,11 @@ class Config(_Section):
         description="per-environment AI parameters (parity is checked across them); the "
         "chosen one (--env, default dev) reaches the service as AI_MODEL, AI_TEMPERATURE, ...",
     )
+    cost: CostConfig = Field(default_factory=CostConfig)
+    quality: QualityConfig = Field(default_factory=QualityConfig)
+    resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
+    parity: ParityConfig = Field(default_factory=ParityConfig)
+    monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
     # Where the file lives; not a TOML key.
     root: Path = Field(default=Path("."), exclude=True)
 
@@ -496,7 +714,7 @@ def load(
 
     for name, value in sorted(environ.items()):
         if name.startswith(ENV_PREFIX):
-            dotted = name[len(ENV_PREFIX) :].lower().replace("__", ".")
+            dotted = _env_key(name[len(ENV_PREFIX) :])
             _set(raw, dotted, _parse_scalar(value))
             sources[dotted] = f"env:{name}"
 
@@ -510,7 +728,79 @@ def load(
     except ValidationError as exc:
         flags = " ".join(f"{flag} {value}" for value, flag in (overrides or {}).values())
         raise _config_error(exc, label, sources, flags) from None
+    _check_paths(config, label, sources)
     return Loaded(config=config, path=file.resolve() if file else None, sources=sources)
+
+
+def _env_key(name: str) -> str:
+    """``SERVICE__ENV__OPENAI_API_KEY`` → ``service.env.OPENAI_API_KEY``: section and key
+    names are lower case, but the keys of a table (variable names, rule codes, model names)
+    keep their case."""
+    out: list[str] = []
+    model: type[BaseModel] | None = Config
+    table_value: object = None  # the value type of the table whose key comes next
+    keyed = False
+    for part in name.split("__"):
+        if keyed:
+            out.append(part)
+            keyed = False
+            model = table_value if isinstance(table_value, type) and issubclass(table_value, BaseModel) else None
+            continue
+        if model is None:
+            out.append(part.lower())
+            continue
+        part = part.lower()
+        out.append(part)
+        info = model.model_fields.get(part)
+        ann = info.annotation if info else None
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            model = ann
+        elif get_origin(ann) is dict:
+            keyed, table_value = True, get_args(ann)[1]
+        else:
+            model = None
+    return ".".join(out)
+
+
+def _inside(path: Path, root: Path) -> bool:
+    return path == root or path.is_relative_to(root)
+
+
+def _check_paths(config: Config, label: str, sources: Mapping[str, str]) -> None:
+    """service.source stays inside the config's directory, the Dockerfile inside the build
+    context, the smoke suite inside the config's directory (symlinks resolved): a path that
+    escapes would put another file's content into the build and the reports."""
+    root, src, svc = config.root.resolve(), config.source_dir, config.service
+    problems: list[str] = []
+
+    def bad(key: str, value: object, resolved: Path, where: str, base: Path) -> None:
+        origin = sources.get(key, label)
+        problems.append(f"{key} = {str(value)!r} ({origin}): resolves to {resolved}, outside "
+                        f"{where} {base}")
+
+    if not _inside(src, root):
+        bad("service.source", svc.source, src, "the config's directory", root)
+    dockerfile = (src / svc.dockerfile).resolve()
+    if not _inside(dockerfile, src):
+        bad("service.dockerfile", svc.dockerfile, dockerfile, "the build context", src)
+    suite = config.resolve(config.smoke.suite)
+    if not _inside(suite, root):
+        bad("smoke.suite", config.smoke.suite, suite, "the config's directory", root)
+    if problems:
+        where = label if label != "<defaults>" else "the configuration"
+        raise ConfigError(
+            _mask_secrets(f"{where}: {len(problems)} path(s) outside the project\n    "
+                          + "\n    ".join(problems)),
+            why="flightcheck reads only files of the project it checks",
+            fix="use paths relative to the config's directory that stay inside it (move the "
+            "file into the project, or put flightcheck.toml higher up)",
+            repro="flightcheck config --explain" + (f" --config {label}" if label != "<defaults>" else ""),
+        )
+
+
+def _mask_secrets(text: str) -> str:
+    """Mask anything shaped like a key (a key pasted into the wrong setting)."""
+    return Redactor()(text)
 
 
 def _known_keys(loc: tuple[int | str, ...]) -> list[str]:
@@ -540,14 +830,26 @@ def _config_error(
             msg = f"unknown key — {hint}"
         elif err["type"] == "missing":
             msg = "required key is missing"
-        shown = "***" if is_secret_name(dotted) else repr(err.get("input"))
+        value = err.get("input")
+        if isinstance(value, str) and len(value) >= 6 and is_secret(dotted, value):
+            # The message may quote the value too (e.g. "'sk-...' is not a valid name").
+            msg = msg.replace(repr(value), MASK).replace(value, MASK)
+        if isinstance(value, dict | list | tuple):
+            # A table or list error: its content may hold secrets ([deploy.env]); the
+            # message names what is wrong.
+            problems.append(f"{dotted} ({origin}): {msg}")
+            continue
+        shown = MASK if is_secret_name(dotted) or (
+            isinstance(value, str) and looks_like_secret(value)) else repr(value)
         problems.append(f"{dotted} = {shown} ({origin}): {msg}")
     where = label if label != "<defaults>" else "the configuration"
     return ConfigError(
-        f"{where}: {len(problems)} invalid value(s)\n    " + "\n    ".join(problems),
+        _mask_secrets(f"{where}: {len(problems)} invalid value(s)\n    " + "\n    ".join(problems)),
         why="flightcheck validates every key before it runs anything",
         fix="correct the keys listed above (README 'Configuration' lists every key)",
-        repro="flightcheck config --explain"
-        + (f" --config {label}" if label != "<defaults>" else "")
-        + (f" {flags}" if flags else ""),
+        repro=_mask_secrets(
+            "flightcheck config --explain"
+            + (f" --config {label}" if label != "<defaults>" else "")
+            + (f" {flags}" if flags else "")
+        ),
     )

@@ -11,7 +11,7 @@ from pathlib import Path
 from flightcheck.config import Loaded, format_memory, parse_memory
 from flightcheck.results import Repro, StageName, StageResult, Status
 from flightcheck.runtimes.base import Running, Sidecar
-from flightcheck.secrets import MASK, Redactor, is_secret_name
+from flightcheck.secrets import MASK, Redactor, is_secret
 
 # Dagger turns snake_case function names into kebab-case CLI names.
 DAGGER_FUNCTION: dict[StageName, str] = {
@@ -24,6 +24,10 @@ DAGGER_FUNCTION: dict[StageName, str] = {
 }
 
 Progress = Callable[[StageName, str], None]
+
+# Dagger functions that take no --memory, --environment or key arguments (the stage functions,
+# ci and service take them all).
+_DAGGER_SOURCE_ONLY = ("lint", "build")
 
 # Provider keys the Dagger module takes as dagger.Secret arguments.
 _DAGGER_KEYS = {"OPENAI_API_KEY": "openai-api-key", "GEMINI_API_KEY": "gemini-api-key"}
@@ -52,6 +56,9 @@ class Context:
     environment: str = "dev"  # which [environments.X] AI parameters the service gets
     # Set by stages' prepare hooks before anything starts (e.g. ai-smoke's fake model server).
     extra_service_env: dict[str, str] = field(default_factory=dict)
+    # Fake mode: the fake model server's URLs and placeholder keys. They win over everything
+    # the service was given, so no key the user passed reaches a real provider.
+    provider_env: dict[str, str] = field(default_factory=dict)
     sidecar: Sidecar | None = None
     interrupted: bool = False  # set when the run is being cancelled: finalizers must not wait
     selected: tuple[StageName, ...] = ()  # the stages of this run (set by graph.run)
@@ -75,7 +82,8 @@ class Context:
 
     def service_environment(self) -> dict[str, str]:
         """Environment for the service under test, later wins: the environment's AI
-        parameters, [service].env, prepare hooks (fake model URLs), --service-env."""
+        parameters, [service].env, prepare hooks (the suite's env), --service-env-file,
+        --service-env, and in fake mode the fake model server's URLs and placeholder keys."""
         ai = self.config.environments.get(self.environment)
         return {
             **(ai.as_env() if ai else {}),
@@ -83,6 +91,7 @@ class Context:
             **self.extra_service_env,
             **self.secret_env,
             **self.service_env,
+            **self.provider_env,
         }
 
     def running(self, stage: StageName) -> Running:
@@ -110,32 +119,63 @@ class Context:
         # The Dagger module reads flightcheck.toml at the root of --source.
         source = _short_path(self.loaded.path.parent) if self.loaded.path is not None else "."
         dagger = ["dagger", "call", DAGGER_FUNCTION[stage], f"--source={source}"]
+        if stage == "deploy":
+            return self._deploy_repro(source)
         if self.loaded.path is not None:
             local += ["--config", _short_path(self.loaded.path)]
         if self.runtime_name not in ("auto", "attached"):  # attached only exists inside Dagger
             local += ["--runtime", self.runtime_name]
         if self.memory_override:
             local += ["--memory", self.memory_override]
-            if stage != "lint":
+            if stage not in _DAGGER_SOURCE_ONLY:
                 dagger += [f"--memory={self.memory_override}"]
         if self.environment != "dev":
             local += ["--env", self.environment]
-            if stage != "lint":
+            if stage not in _DAGGER_SOURCE_ONLY:
                 dagger += [f"--environment={self.environment}"]
         for file in self.secret_env_files:
             local += ["--service-env-file", _short_path(file)]
-        if stage != "lint":
+        real = self.config.smoke.model == "real"
+        if stage not in _DAGGER_SOURCE_ONLY and real:  # in Dagger a key selects the real provider
             dagger += [
                 f"--{_DAGGER_KEYS[key]}=env:{key}"
                 for key in {**self.secret_env, **self.service_env}
                 if key in _DAGGER_KEYS
             ]
         text = shlex.join(local)
+        if real and not self.loaded.source_of("smoke.model").startswith("file:"):
+            text += " --real-model"
         for key, value in self.service_env.items():
             # The paste works where the variable is set.
-            shown = f'{key}="${key}"' if is_secret_name(key) else shlex.quote(f"{key}={value}")
+            shown = f'{key}="${key}"' if is_secret(key, value) else shlex.quote(f"{key}={value}")
             text += f" --service-env {shown}"
         return Repro(local=text, dagger=shlex.join(dagger))
+
+    def _deploy_repro(self, source: str) -> Repro:
+        """`flightcheck deploy …`; in Dagger, `deploy` (Cloud Run only) takes no memory or keys."""
+        local = ["flightcheck", "deploy"]
+        dagger = ["dagger", "call", "deploy", f"--source={source}"]
+        if self.loaded.path is not None:
+            local += ["--config", _short_path(self.loaded.path)]
+        d = self.config.deploy
+        if d.target == "cloudrun":
+            local += ["--target", "cloudrun"]
+            if d.project:
+                local += ["--project", d.project]
+                dagger += [f"--project={d.project}"]
+        if self.environment != "dev":
+            local += ["--env", self.environment]
+            dagger += [f"--environment={self.environment}"]
+        for file in self.secret_env_files:
+            local += ["--service-env-file", _short_path(file)]
+        text = shlex.join(local)
+        for key, value in self.service_env.items():
+            shown = f'{key}="${key}"' if is_secret(key, value) else shlex.quote(f"{key}={value}")
+            text += f" --service-env {shown}"
+        in_dagger = shlex.join(dagger)
+        if d.target == "cloudrun":  # the shell expands it where the paste runs
+            in_dagger += ' --gcp-credentials=file:"$GOOGLE_APPLICATION_CREDENTIALS"'
+        return Repro(local=text, dagger=in_dagger)
 
     def result(self, stage: StageName, status: Status = Status.PASS, summary: str = "") -> StageResult:
         """A fresh result for ``stage`` with its repro filled in."""
@@ -153,15 +193,17 @@ def _short_path(path: Path) -> str:
 
 
 def env_pairs(items: list[str]) -> dict[str, str]:
-    """``["K=V", ...]`` → dict; raises ValueError naming the bad item."""
+    """``["K=V", ...]`` → dict; raises ValueError naming the bad item (by its position when it
+    looks like a secret: a key pasted without its name)."""
     out: dict[str, str] = {}
-    for item in items:
+    for n, item in enumerate(items, 1):
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise ValueError(f"{item!r} is not KEY=VALUE")
+            shown = f"item {n}" if is_secret("", item) else repr(item)
+            raise ValueError(f"{shown} is not KEY=VALUE")
         out[key] = value
     return out
 
 
 def masked_env(env: Mapping[str, str]) -> dict[str, str]:
-    return {k: (MASK if is_secret_name(k) else v) for k, v in env.items()}
+    return {k: (MASK if is_secret(k, v) else v) for k, v in env.items()}

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import anyio
 
@@ -37,11 +37,11 @@ class Stage:
 
 def default_graph() -> tuple[Stage, ...]:
     """The implemented stages, in order. Unimplemented stages are absent, not faked."""
-    from flightcheck.stages import build, health, lint, run, smoke
+    from flightcheck.stages import build, deploy, health, lint, run, smoke
 
     return (
         Stage("lint", lint.run),
-        Stage("build", build.run, gates=("lint",)),
+        Stage("build", build.run, gates=("lint",), prepare=build.prepare),
         Stage("run-with-memory-limit", run.run, needs=("build",), finalize=run.finalize),
         Stage("health-poll", health.run, needs=("run-with-memory-limit",)),
         Stage(
@@ -50,7 +50,27 @@ def default_graph() -> tuple[Stage, ...]:
             needs=("health-poll",),  # a smoke test of a service that is not ready tests nothing
             prepare=smoke.prepare,
         ),
+        # Last, gated by every check. It needs only the image: `flightcheck deploy` is build →
+        # deploy, and the candidate is checked with health-poll and ai-smoke on its tag URL.
+        Stage(
+            "deploy",
+            deploy.run,
+            needs=("build",),
+            gates=("lint", "run-with-memory-limit", "health-poll", "ai-smoke"),
+            prepare=deploy.prepare,
+        ),
     )
+
+
+def for_config(stages: Sequence[Stage], *, deploy_enabled: bool,
+               wanted: Sequence[str | None] = (), prebuilt: bool = False) -> list[Stage]:
+    """Drop deploy unless ``[deploy].enabled`` or it was asked for by name. ``prebuilt``: the
+    image was built and pushed elsewhere (the Dagger module), so deploy needs no build."""
+    out = list(stages) if deploy_enabled or "deploy" in wanted else [
+        s for s in stages if s.name != "deploy"]
+    if prebuilt:
+        out = [replace(s, needs=()) if s.name == "deploy" else s for s in out if s.name != "build"]
+    return out
 
 
 def select(
@@ -128,6 +148,7 @@ async def run(ctx: Context, stages: Sequence[Stage]) -> list[StageResult]:
 
 async def _run_one(ctx: Context, stage: Stage) -> StageResult:
     started = time.perf_counter()
+    started_at = time.time()  # the report's timeline
     try:
         res = await stage.run(ctx)
     except FlightcheckError as exc:
@@ -144,6 +165,7 @@ async def _run_one(ctx: Context, stage: Stage) -> StageResult:
         res = ctx.result(stage.name, Status.FAIL, f"internal error: {type(exc).__name__}")
         res.findings.append(_internal_finding(ctx, exc))
     res.duration_s = round(time.perf_counter() - started, 3)
+    res.started_at = round(started_at, 3)
     return res
 
 

@@ -40,7 +40,7 @@ def _plan_text(args: tuple[str, ...], secrets: tuple[str, ...]) -> str:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("FLIGHTCHECK", "OPENAI_",
                                                                     "GEMINI_"))}
     env.update({name: FAKE_SECRET for name in secrets})
-    done = subprocess.run([sys.executable, "-m", "flightcheck.runtimes.attached", *args],
+    done = subprocess.run([sys.executable, "-m", "flightcheck.attached_cli", *args],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     return done.stdout
@@ -51,7 +51,7 @@ def real_plan(recorder: Recorder, chain: list[Step]) -> str:
     the module put in its exec (minus --output: the plan comes back on stdout)."""
     lineage = recorder.lineage(chain)
     exec_args: list[str] = steps(lineage, "withExec")[-1].args["args"]
-    assert exec_args[:4] == ["python", "-m", "flightcheck.runtimes.attached", "plan"], exec_args
+    assert exec_args[:4] == ["python", "-m", "flightcheck.attached_cli", "plan"], exec_args
     args = list(exec_args[3:])
     out = args.index("--output")
     del args[out:out + 2]
@@ -59,8 +59,17 @@ def real_plan(recorder: Recorder, chain: list[Step]) -> str:
     return _plan_text(tuple(args), secrets)
 
 
-def contents(summary: str = "## flightcheck: all gates passed\n") -> Any:
-    """``File.contents``: the plan for the plan file, ``summary`` for the report's summary.md."""
+def report_json(*failed: tuple[str, str]) -> str:
+    """A flightcheck-report.json whose stages (name, dagger repro) failed."""
+    return json.dumps({"stages": [{"name": name, "status": "fail",
+                                   "repro": {"local": f"flightcheck ci --only {name}",
+                                             "dagger": dagger}}
+                                  for name, dagger in failed]})
+
+
+def contents(summary: str = "## flightcheck: all gates passed\n", report: str = "") -> Any:
+    """``File.contents``: the plan for the plan file, ``summary`` for the report's summary.md,
+    ``report`` for its flightcheck-report.json."""
 
     def answer(recorder: Recorder, chain: list[Step]) -> str:
         path = steps(recorder.lineage(chain), "file")[-1].args["path"]
@@ -68,17 +77,19 @@ def contents(summary: str = "## flightcheck: all gates passed\n") -> Any:
             return real_plan(recorder, chain)
         if path.endswith("summary.md"):
             return summary
+        if path.endswith("flightcheck-report.json") and report:
+            return report
         raise AssertionError(f"unexpected file read: {path}")
 
     return answer
 
 
 def engine_answers(*, exit_code: int = 0, summary: str = "## flightcheck: all gates passed\n",
-                   stdout: str = "", stderr: str = "") -> dict[str, Any]:
+                   stdout: str = "", stderr: str = "", report: str = "") -> dict[str, Any]:
     """What the engine would answer for the module's leaves (the Dockerfile's image config)."""
     return {
         **dockerfile_config(),
-        "contents": contents(summary),
+        "contents": contents(summary, report or report_json()),
         "exitCode": exit_code,
         "stdout": stdout,
         "stderr": stderr,

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from guard_support import starter  # noqa: F401 - re-exported as a fixture
+from harness_support import harness  # noqa: F401 - re-exported as a fixture
 
 CI_SRC = str(Path(__file__).resolve().parents[2] / "ci" / "src")
 if CI_SRC not in sys.path:

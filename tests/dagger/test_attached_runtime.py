@@ -75,7 +75,7 @@ def test_the_cli_accepts_the_runtime_and_reports_a_missing_endpoint(tmp_path: Pa
 
 
 def _plan(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "flightcheck.runtimes.attached", "plan", *args],
+    return subprocess.run([sys.executable, "-m", "flightcheck.attached_cli", "plan", *args],
                           cwd=REPO, env=clean_env(env), capture_output=True, text=True, timeout=60)
 
 
@@ -98,7 +98,8 @@ def test_the_plan_is_what_the_local_runtimes_would_start(tmp_path: Path) -> None
 
 
 def test_a_real_key_counts_but_never_appears_in_the_plan() -> None:
-    done = _plan("--secret-env", "OPENAI_API_KEY", env={"OPENAI_API_KEY": SECRET})
+    done = _plan("--secret-env", "OPENAI_API_KEY", "--real-model",
+                 env={"OPENAI_API_KEY": SECRET})
     assert done.returncode == 0, done.stderr
     assert SECRET not in done.stdout + done.stderr
     plan = json.loads(done.stdout)

@@ -27,7 +27,8 @@ def test_the_status_port_serves_verdict_logs_and_import_checks(starter: Starter)
     wait_for(lambda: "ready" in httpx.get(g.url + "/logs", timeout=2).text, 10, g)
     data = verdict(g.url)
     assert data is not None
-    assert set(data) == {"kind", "limit", "peak", "oom", "exit", "detail", "started_at"}
+    assert set(data) == {"kind", "limit", "peak", "oom", "exit", "detail", "started_at", "current"}
+    assert isinstance(data["current"], int) and 0 < data["current"] <= 64 * MiB  # memory now
     assert (data["limit"], data["oom"], data["exit"], data["detail"]) == (64 * MiB, False, None, "")
     assert data["kind"] in ("cgroup-v1", "cgroup-v2", "rss")
     assert 0 < time.time() - data["started_at"] < 30
@@ -227,5 +228,83 @@ def test_with_a_writable_cgroupfs_the_kernel_enforces_and_the_verdict_crosses_co
         assert httpx.get(url + "/logs", timeout=5).text.strip() == "uid 10001"
         ctr.stop(timeout=10)  # SIGTERM ends the lingering guard, as Dagger stopping the service
         assert ctr.wait(timeout=30)["StatusCode"] == 137
+    finally:
+        ctr.remove(force=True)
+
+
+# --- a guard in a container shares the cgroup hierarchy with the host --------------------------
+
+
+def _dead_owner() -> str:
+    from flightcheck.runtimes import _proc
+
+    gone = subprocess.Popen(["sleep", "60"])
+    token = _proc.owner_token(gone.pid)
+    gone.kill()
+    gone.wait()
+    return token
+
+
+def test_a_sweep_removes_only_stale_cgroups_of_its_own_pid_namespace() -> None:
+    try:
+        probe = guard_mod.create_guard(64 * MiB, mode="cgroup")
+    except OSError as exc:
+        pytest.skip(f"no writable memory cgroup: {exc}")
+    assert probe.cgroup is not None
+    parent = probe.cgroup.parent
+    assert probe.cgroup.name.endswith(f"-ns{guard_mod._pid_namespace()}")
+    probe.close()
+    dead = _dead_owner()
+    ours = parent / f"flightcheck-{dead}-deadbeef-ns{guard_mod._pid_namespace()}"
+    legacy = parent / f"flightcheck-{dead}-deadbee0"
+    theirs = parent / f"flightcheck-{dead}-deadbee1-ns4026599999"  # a container's guard
+    for d in (ours, legacy, theirs):
+        d.mkdir()
+    try:
+        guard_mod.remove_stale_cgroups()
+        assert not ours.exists() and not legacy.exists()
+        assert theirs.is_dir()  # its owner's pid means nothing here: never swept
+    finally:
+        for d in (ours, legacy, theirs):
+            if d.exists():
+                d.rmdir()
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_a_host_sweep_leaves_the_service_under_a_containers_guard_alone(
+    docker_client: object, tmp_path: Path,
+) -> None:
+    """A flightcheck on the host cleaning up after crashed runs must not take the cgroup of the
+    Dagger module's guard for stale and SIGKILL the service (found by running the module in the
+    harness): the guard nests its cgroup in its container's own (the writable cgroupfs mounted
+    over the read-only one is the one it reads), and a sweep leaves other pid namespaces'
+    cgroups alone anyway."""
+    if not _host_memory_cgroup_v1():
+        pytest.skip("this host's memory controller is cgroup v2")
+    fc = _copy_guard(tmp_path)
+    port = free_port()
+    client = docker_client
+    ctr = client.containers.create(  # type: ignore[attr-defined]
+        "python:3.11-slim",
+        ["python3", "/fc/guard.py", "--limit", "64Mi", "--status-port", "8931", "--status-host",
+         "0.0.0.0", "--", "sh", "-c", "grep memory /proc/self/cgroup; exec sleep 60"],
+        volumes={str(fc): {"bind": "/fc", "mode": "ro"},
+                 "/sys/fs/cgroup/memory": {"bind": "/sys/fs/cgroup/memory", "mode": "rw"}},
+        ports={"8931/tcp": ("127.0.0.1", port)},
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        ctr.start()
+        wait_for(lambda: "memory" in (httpx.get(url + "/logs", timeout=2).text
+                                      if verdict(url) else ""), 60)
+        before = verdict(url)
+        assert before is not None and before["kind"] == "cgroup-v1", before
+        cgroup = httpx.get(url + "/logs", timeout=5).text.strip().split(":", 2)[2]
+        assert f"/{ctr.id}/flightcheck-" in cgroup, cgroup  # nested in the container's cgroup
+        guard_mod.remove_stale_cgroups()
+        time.sleep(1)
+        after = verdict(url)
+        assert after is not None and after["exit"] is None, after  # still running
     finally:
         ctr.remove(force=True)

@@ -16,10 +16,10 @@ import anyio
 import dagger
 import gql
 import pytest
-from ci_support import FAKE_SECRET, REPO, _plan_text, engine_answers
+from ci_support import FAKE_SECRET, REPO, _plan_text, engine_answers, report_json
 from dagger._exceptions import QueryErrorValue
 from dagger.mod._exceptions import FunctionError
-from dagger_recording import Recorder, Step, index, load_schema, one, steps
+from dagger_recording import Recorder, Step, index, one, require_schema, steps
 from flightcheck_ci.main import GUARD_PORT, Flightcheck
 
 PLAN = ("plan", "--env", "dev", "--sidecar-host", "fakemodel")
@@ -108,7 +108,7 @@ def test_build_is_docker_build_of_the_context_and_dockerfile_the_plan_names(
     assert rec.object_chain(result) == [Step("Input", "source", {}),
                                         Step("Directory", "dockerBuild", {})]
     plan_exec = steps(rec.last("contents"), "withExec")[-1].args["args"]
-    assert plan_exec[:4] == ["python", "-m", "flightcheck.runtimes.attached", "plan"]
+    assert plan_exec[:4] == ["python", "-m", "flightcheck.attached_cli", "plan"]
     rec, result = call(monkeypatch, "build", source=Ref("source"), dockerfile="ci.Dockerfile")
     assert rec.object_chain(result)[-1] == Step("Directory", "dockerBuild",
                                                 {"dockerfile": "ci.Dockerfile"})
@@ -148,6 +148,8 @@ def test_service_is_the_image_under_the_guard_with_root_capabilities(
     assert plan["env"]["OPENAI_BASE_URL"] == f"http://fakemodel:{plan['sidecar']['port']}/v1"
     ports = [s.args for s in steps(chain, "withExposedPort")]
     assert ports == [{"port": 8080, "experimentalSkipHealthcheck": True}, {"port": GUARD_PORT}]
+    # the image's HEALTHCHECK would be Dagger's readiness wait (and fail a crashing service)
+    assert one(chain, "withoutDockerHealthcheck").args == {}
     assert chain[-1] == Step("Container", "asService", {
         "args": ["python3", "/fc/guard.py", "--limit", "512Mi", "--status-port", "8931",
                  "--status-host", "0.0.0.0", "--user", "10001:10001", "--",
@@ -228,10 +230,14 @@ def test_a_failed_gate_fails_ci_with_the_summary_unless_failure_is_allowed(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     summary = "## flightcheck: FAIL run-with-memory-limit — OOM-killed\n"
-    answers = engine_answers(exit_code=1, summary=summary)
+    rerun = "dagger call run-with-memory-limit --source=. --memory=160Mi"
+    answers = engine_answers(exit_code=1, summary=summary,
+                             report=report_json(("run-with-memory-limit", rerun)))
     with pytest.raises(FunctionError, match="OOM-killed") as caught:
         call(monkeypatch, "ci", answers, source=Ref("source"))
     assert "a gate failed (flightcheck exit code 1)" in str(caught.value)
+    assert f"- run-with-memory-limit: `{rerun}`" in str(caught.value)
+    assert "`dagger call -i run-with-memory-limit --source=. --memory=160Mi`" in str(caught.value)
     rec, result = call(monkeypatch, "ci", answers, source=Ref("source"), allow_failure=True)
     assert rec.object_chain(result)[-1].args == {"path": "exit-code", "contents": "1\n"}
 
@@ -249,9 +255,12 @@ def test_a_provider_key_is_a_secret_everywhere_and_replaces_the_fake_model(
 ) -> None:
     rec, _ = call(monkeypatch, "ci", source=Ref("source"), openai_api_key=Ref("openai"))
     plan_chain = rec.last("contents")
-    assert steps(plan_chain, "withExec")[-1].args["args"][-2:] == ["--secret-env",
-                                                                    "OPENAI_API_KEY"]
+    assert steps(plan_chain, "withExec")[-1].args["args"][-3:] == ["--secret-env",
+                                                                    "OPENAI_API_KEY",
+                                                                    "--real-model"]
     checker = rec.last("exitCode")
+    # Giving a key is the explicit choice of the real provider, in the checks too.
+    assert "--real-model" in checker[-2].args["args"]
     svc = _service_chain(rec, one(checker, "withServiceBinding").args["service"])
     for chain in (plan_chain, svc, checker):
         secret = one(chain, "withSecretVariable")
@@ -315,17 +324,78 @@ def test_stage_functions_run_their_stage_and_return_the_summary(
              source=Ref("source"))
 
 
+@pytest.mark.parametrize("function, inputs, command", [
+    ("cost", {"requests_per_hour": 500.0}, ["cost", "--requests-per-hour", "500"]),
+    ("parity", {"envs": ["dev", "prod"]}, ["parity", "dev", "prod"]),
+    ("resources", {}, ["resources", "--from-report"]),
+])
+def test_lesson_functions_judge_the_smoke_runs_report_in_the_same_container(
+    monkeypatch: pytest.MonkeyPatch, function: str, inputs: dict[str, Any], command: list[str],
+) -> None:
+    answers = {**engine_answers(), "stdout": f"PASS  {function}: ok\n"}
+    rec, result = call(monkeypatch, function, answers, source=Ref("source"), **inputs)
+    assert result == f"PASS  {function}: ok\n"
+    lesson = rec.last("stdout")
+    assert lesson[-2] == Step("Container", "withExec", {
+        "args": ["flightcheck", *command, "--report-dir", "/flightcheck-report"], "expect": "ANY"})
+    checks = lesson[:-2]
+    run = checks[-1].args["args"]
+    assert run[run.index("--only") + 1] == "ai-smoke"  # the lessons' evidence, nothing more
+    assert [s.args["alias"] for s in steps(checks, "withServiceBinding")] == ["svc", "fakemodel"]
+    # a failing lesson fails the call with its own output
+    bad = {**engine_answers(exit_code=1), "stdout": f"FAIL  {function}: over\n"}
+    with pytest.raises(FunctionError, match=f"FAIL  {function}: over"):
+        call(monkeypatch, function, bad, source=Ref("source"), **inputs)
+
+
+def test_baseline_save_returns_the_file_and_quality_compares_with_a_given_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    rec, result = call(monkeypatch, "baseline_save", source=Ref("source"))
+    chain = rec.object_chain(result)
+    assert chain[-1] == Step("Container", "file", {"path": "/tmp/flightcheck-baseline.json"})
+    assert chain[-2].args["args"][:4] == ["flightcheck", "baseline", "save", "--output"]
+    rec, _ = call(monkeypatch, "quality", {**engine_answers(), "stdout": "PASS  quality"},
+                  source=Ref("source"), baseline=Ref("baseline"))
+    lesson = rec.last("stdout")
+    given = one(lesson, "withFile")
+    assert given.args["path"] == "/tmp/flightcheck-baseline.json"
+    assert _input(rec, given.args["source"]) == "baseline"
+    assert lesson[-2].args["args"] == ["flightcheck", "quality", "--baseline",
+                                       "/tmp/flightcheck-baseline.json", "--report-dir",
+                                       "/flightcheck-report"]
+
+
+def test_monitoring_render_and_apply_need_no_service_and_take_credentials_as_a_secret(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    rec, result = call(monkeypatch, "monitoring_render", source=Ref("source"))
+    chain = rec.object_chain(result)
+    assert chain[-1] == Step("Container", "directory", {"path": "/tmp/flightcheck-monitoring"})
+    assert index(chain, "withExec", args=["pip", "install", "/opt/flightcheck[monitoring]"]) > 0
+    assert not steps(chain, "withServiceBinding")
+    rec, _ = call(monkeypatch, "monitoring_apply", {**engine_answers(), "stdout": "created"},
+                  source=Ref("source"), gcp_credentials=Ref("gcp"), project="demo")
+    chain = rec.last("stdout")
+    mount = one(chain, "withMountedSecret")
+    assert _input(rec, mount.args["source"]) == "gcp"
+    assert _env(chain)["GOOGLE_APPLICATION_CREDENTIALS"] == mount.args["path"]
+    assert chain[-2].args["args"] == ["flightcheck", "monitoring", "apply", "--output",
+                                      "/tmp/flightcheck-monitoring", "--project", "demo"]
+
+
 def test_every_query_the_module_sends_is_valid_against_the_engine_schema(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    if load_schema() is None:
-        pytest.skip("the engine schema (/work/shared/dagger/schema-0.21.graphqls) is not on "
-                    "this machine: chains were asserted, queries not validated")
+    require_schema("chains were asserted, queries not validated")
     calls: list[tuple[str, dict[str, Any]]] = [
         ("checker", {}), ("lint", {"format": "json"}), ("build", {"dockerfile": "x"}),
         ("service", {"memory": "256Mi", "gemini_api_key": Ref("gemini")}),
         ("ci", {"openai_api_key": Ref("openai"), "allow_failure": True}),
         ("ai_smoke", {}),
+        ("cost", {}), ("parity", {"envs": ["dev", "prod"]}), ("quality", {"baseline": Ref("b")}),
+        ("baseline_save", {}), ("resources", {}), ("readiness", {}), ("monitoring_render", {}),
+        ("monitoring_apply", {"gcp_credentials": Ref("gcp")}),
     ]
     sent = 0
     for function, inputs in calls:
@@ -333,3 +403,85 @@ def test_every_query_the_module_sends_is_valid_against_the_engine_schema(
         assert all(q.text for q in rec.queries) and rec.invalid() == []
         sent += len(rec.queries)
     assert sent > 40
+
+
+# --- deploy ---------------------------------------------------------------------------------------
+
+REPOSITORY = "europe-west1-docker.pkg.dev/acme/flightcheck/mathcoach"
+DIGEST = "sha256:" + "c" * 64
+
+
+def _deploy_answers(exit_code: int = 0, summary: str = "## deploy: promoted\n") -> dict[str, Any]:
+    base = engine_answers(exit_code=exit_code, summary=summary)
+    plan_or_summary = base["contents"]
+
+    def contents(rec: Recorder, chain: list[Step]) -> str:
+        path = steps(rec.lineage(chain), "file")[-1].args["path"]
+        if path == "/tmp/flightcheck-registry-token":
+            return "ya29.a-fresh-access-token\n"
+        return plan_or_summary(rec, chain)
+
+    def publish(rec: Recorder, chain: list[Step]) -> str:
+        return f"{chain[-1].args['address']}@{DIGEST}"
+
+    return {**base, "contents": contents, "stdout": REPOSITORY + "\n", "publish": publish}
+
+
+def test_deploy_publishes_by_digest_with_registry_auth_then_rolls_out_in_the_checker(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    rec, result = call(monkeypatch, "deploy", _deploy_answers(), source=Ref("source"),
+                       project="acme", region="europe-west1", gcp_credentials=Ref("gcp"))
+    assert result == "## deploy: promoted\n"
+    published = rec.last("publish")
+    address = published[-1].args["address"]
+    assert address.startswith(REPOSITORY + ":flightcheck-")
+    assert [s.field for s in published[:2]] == ["source", "dockerBuild"]  # the service's image
+    auth = one(published, "withRegistryAuth").args
+    assert (auth["address"], auth["username"]) == (address, "oauth2accesstoken")
+    secret = rec.object_chain(auth["secret"])
+    assert secret[0].field == "setSecret"
+    # the token came through a file written by the library, never through an exec's output
+    token_exec = [s for q in rec.queries for s in rec.lineage(q.chain) if s.field == "withExec"
+                  and "token" in s.args["args"]]
+    assert token_exec and token_exec[0].args["args"] == [
+        "python", "-m", "flightcheck.cloudrun.images", "token", "--output",
+        "/tmp/flightcheck-registry-token"]
+    rollout = rec.last("exitCode")
+    assert rollout[-2].args["args"] == [
+        "flightcheck", "deploy", "--target", "cloudrun", "--env", "dev",
+        "--image", f"{REPOSITORY}@{DIGEST}", "--report-dir", "/flightcheck-report"]
+    env = _env(rollout)
+    assert env["FLIGHTCHECK__DEPLOY__PROJECT"] == "acme"
+    assert env["FLIGHTCHECK__DEPLOY__TARGET"] == "cloudrun"
+    assert env["GOOGLE_APPLICATION_CREDENTIALS"] == "/run/flightcheck/gcp-credentials.json"
+    mounted = one(rollout, "withMountedSecret").args
+    assert mounted["path"] == "/run/flightcheck/gcp-credentials.json"
+    assert _input(rec, mounted["source"]) == "gcp"
+    assert all("ya29" not in str(s.args) for s in rollout)  # the token is not in the rollout
+    # published before the rollout ran: the rollout deploys what was pushed
+    leaves = [q.leaf.field for q in rec.queries]
+    assert leaves.index("publish") < len(leaves) - 1 - leaves[::-1].index("exitCode")
+
+
+def test_deploy_fails_with_the_summary_when_the_rollout_did_not_promote(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    answers = _deploy_answers(exit_code=1, summary="FAIL deploy rolled back: error rate 0.31\n")
+    with pytest.raises(FunctionError, match="rolled back: error rate 0.31"):
+        call(monkeypatch, "deploy", answers, source=Ref("source"), gcp_credentials=Ref("gcp"))
+    with pytest.raises(FunctionError, match="--gcp-credentials"):
+        call(monkeypatch, "deploy", _deploy_answers(), source=Ref("source"))
+
+
+def test_deploy_dry_run_builds_and_pushes_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    answers = {**_deploy_answers(), "stdout": "template: {}\n", "stderr": "# diff\n"}
+    rec, result = call(monkeypatch, "deploy", answers, source=Ref("source"), dry_run=True,
+                       registry="europe-west1-docker.pkg.dev/acme/apps")
+    assert result == "template: {}\n# diff\n"
+    leaves = {q.leaf.field for q in rec.queries}
+    assert "publish" not in leaves and "sync" not in leaves
+    run = rec.last("stdout")
+    assert run[-1 - 1].args["args"] == ["flightcheck", "deploy", "--target", "cloudrun", "--env",
+                                        "dev", "--dry-run"]
+    assert _env(run)["FLIGHTCHECK__DEPLOY__REGISTRY"] == "europe-west1-docker.pkg.dev/acme/apps"

@@ -22,11 +22,17 @@ import flightcheck_ci
 import pytest
 from ci_support import REPO
 from dagger.mod._module import Module
-from dagger_recording import Recorder, Step, load_schema, one, steps
+from dagger_recording import Recorder, Step, one, require_schema, steps
 from flightcheck_ci.main import Flightcheck
 
-CHECKS = ("run_with_memory_limit", "health_poll", "ai_smoke", "ci")
+STAGE_CHECKS = ("run_with_memory_limit", "health_poll", "ai_smoke", "ci")
+CHECKS = (*STAGE_CHECKS, "deploy")  # never cached: a cached check is a stale verdict
+# The lessons: over the checks' evidence (same service arguments), never cached either.
+LESSONS = ("parity", "cost", "baseline_save", "quality", "resources", "readiness")
+NEVER_CACHED = (*CHECKS, *LESSONS, "monitoring_apply")
 STAGE_ARGS = ["source", "memory", "environment", "openai_api_key", "gemini_api_key"]
+DEPLOY_ARGS = ["source", "project", "region", "gcp_credentials", "oidc_token", "registry",
+               "registry_username", "registry_password", "environment", "dry_run"]
 EXPECTED: dict[str, tuple[list[str], object]] = {
     # function: (arguments in order, return type)
     "checker": (["source"], dagger.Container),
@@ -37,6 +43,15 @@ EXPECTED: dict[str, tuple[list[str], object]] = {
     "health_poll": (STAGE_ARGS, str),
     "ai_smoke": (STAGE_ARGS, str),
     "ci": ([*STAGE_ARGS, "allow_failure"], dagger.Directory),
+    "deploy": (DEPLOY_ARGS, str),
+    "parity": (["source", "envs", *STAGE_ARGS[1:]], str),
+    "cost": (["source", "requests_per_hour", *STAGE_ARGS[1:]], str),
+    "baseline_save": (STAGE_ARGS, dagger.File),
+    "quality": (["source", "baseline", *STAGE_ARGS[1:]], str),
+    "resources": (STAGE_ARGS, str),
+    "readiness": (STAGE_ARGS, dagger.Directory),
+    "monitoring_render": (["source"], dagger.Directory),
+    "monitoring_apply": (["source", "gcp_credentials", "project"], str),
 }
 
 
@@ -126,7 +141,7 @@ def test_checks_are_never_cached_and_pure_functions_are() -> None:
     obj = _module().get_object("Flightcheck")
     for name, fn in obj.functions.items():
         if name:
-            assert fn.cache_policy == ("never" if name in CHECKS else None), name
+            assert fn.cache_policy == ("never" if name in NEVER_CACHED else None), name
 
 
 def test_source_defaults_to_the_context_root_without_caches_and_vcs() -> None:
@@ -152,7 +167,7 @@ def test_the_constructor_takes_flightchecks_own_source_with_only_what_pip_needs(
 
 def test_defaults_and_optional_arguments() -> None:
     obj = _module().get_object("Flightcheck")
-    for name in (*CHECKS, "service"):
+    for name in (*STAGE_CHECKS, *LESSONS, "service"):
         params = obj.functions[name].parameters
         for key in ("memory", "openai_api_key", "gemini_api_key"):
             assert params[key].is_nullable and params[key].default_value == dagger.JSON("null")
@@ -161,6 +176,21 @@ def test_defaults_and_optional_arguments() -> None:
     assert obj.functions["ci"].parameters["allow_failure"].default_value == dagger.JSON("false")
     assert obj.functions["lint"].parameters["format"].default_value == dagger.JSON('"text"')
     assert obj.functions["build"].parameters["dockerfile"].is_nullable
+    deploy = obj.functions["deploy"].parameters
+    for key in ("project", "region", "gcp_credentials", "oidc_token", "registry",
+                "registry_password"):
+        assert deploy[key].is_nullable and deploy[key].default_value == dagger.JSON("null"), key
+    assert deploy["gcp_credentials"].resolved_type == dagger.Secret | None
+    assert deploy["registry_password"].resolved_type == dagger.Secret | None
+    assert deploy["registry_username"].default_value == dagger.JSON('"oauth2accesstoken"')
+    assert deploy["dry_run"].default_value == dagger.JSON("false")
+    assert deploy["environment"].default_value == dagger.JSON('"dev"')
+    for name, arg in (("parity", "envs"), ("cost", "requests_per_hour"), ("quality", "baseline"),
+                      ("monitoring_apply", "project")):
+        param = obj.functions[name].parameters[arg]
+        assert param.is_nullable and param.default_value == dagger.JSON("null"), name
+    assert obj.functions["quality"].parameters["baseline"].resolved_type == dagger.File | None
+    assert not obj.functions["monitoring_apply"].parameters["gcp_credentials"].is_nullable
 
 
 def _typedefs(monkeypatch: pytest.MonkeyPatch) -> tuple[Recorder, str]:
@@ -201,7 +231,7 @@ def test_the_registration_query_carries_docs_defaults_ignores_and_cache_policy(
         assert one(chain, "withDescription").args["description"]
         args = {s.args["name"]: s.args for s in steps(chain, "withArg")}
         policy = [s.args["policy"] for s in steps(chain, "withCachePolicy")]
-        assert policy == (["Never"] if name in CHECKS else []), name
+        assert policy == (["Never"] if name in NEVER_CACHED else []), name
         for arg in args.values():
             assert arg["description"], (name, arg["name"])
         if name:
@@ -215,11 +245,15 @@ def test_the_registration_query_carries_docs_defaults_ignores_and_cache_policy(
     assert one(key_type, "withObject").args == {"name": "Secret"}
     assert {"optional": True} in [s.args for s in steps(key_type, "withOptional")]
     returns = {name: one(rec.object_chain(chain[0].args["returnType"]), "withObject").args["name"]
-               for name, chain in functions.items() if name and name not in ("lint", "ai_smoke",
-                                                                             "health_poll",
-                                                                             "run_with_memory_limit")}
+               for name, chain in functions.items()
+               if name and EXPECTED[name][1] is not str}
     assert returns == {"checker": "Container", "build": "Container", "service": "Service",
-                       "ci": "Directory"}
+                       "ci": "Directory", "baseline_save": "File", "readiness": "Directory",
+                       "monitoring_render": "Directory"}
+    creds = {s.args["name"]: s.args for s in steps(functions["monitoring_apply"], "withArg")}
+    cred_type = rec.object_chain(creds["gcp_credentials"]["typeDef"])
+    assert one(cred_type, "withObject").args == {"name": "Secret"}
+    assert not [s for s in steps(cred_type, "withOptional")]  # required, never a plain string
     ctor = {s.args["name"]: s.args for s in steps(functions[""], "withArg")}
     assert ctor["library"]["defaultPath"] == "/"
 
@@ -227,9 +261,7 @@ def test_the_registration_query_carries_docs_defaults_ignores_and_cache_policy(
 def test_the_registration_query_is_valid_against_the_engine_schema(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    if load_schema() is None:
-        pytest.skip("the engine schema (/work/shared/dagger/schema-0.21.graphqls) is not on "
-                    "this machine: the queries were recorded but not validated")
+    require_schema("the queries were recorded but not validated")
     rec, _ = _typedefs(monkeypatch)
     assert len(rec.queries) > 50
     assert rec.invalid() == []

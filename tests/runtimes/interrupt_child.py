@@ -7,6 +7,7 @@ Usage: python interrupt_child.py docker|process SERVICE
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -39,8 +40,11 @@ async def hold(ctx: Context) -> StageResult:
 def main() -> None:
     runtime_name, service = sys.argv[1:3]
     toml = Path(tempfile.mkdtemp(prefix="fc-interrupt-")) / "flightcheck.toml"
+    # A copy beside the config: a build context must be inside the config's directory.
+    shutil.copytree(SERVICES / service, toml.parent / service,
+                    ignore=shutil.ignore_patterns("__pycache__"))
     toml.write_text(
-        f'[service]\nname = "fctest-{service}"\nsource = "{SERVICES / service}"\n'
+        f'[service]\nname = "fctest-{service}"\nsource = "{service}"\n'
         'command = ["python", "app.py"]\npythonpath = []\nimport_check = []\n'
         '[run]\nmemory_limit = "128Mi"\n'
     )

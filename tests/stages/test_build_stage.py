@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +18,12 @@ SERVICES = Path(__file__).resolve().parent.parent / "fixtures" / "services"
 
 
 def make_ctx(tmp_path: Path, service: str, runtime: str, **service_keys: Any) -> Context:
+    # A copy beside the config: a build context must be inside the config's directory.
+    shutil.copytree(SERVICES / service, tmp_path / service,
+                    ignore=shutil.ignore_patterns("__pycache__"), dirs_exist_ok=True)
     keys = {
         "name": f"fctest-{service}",
-        "source": str(SERVICES / service),
+        "source": service,
         "command": ["python", "app.py"],
         "pythonpath": [],
         "import_check": [],
@@ -122,5 +126,5 @@ async def test_process_runtime_build_passes(tmp_path: Path) -> None:
     ctx = make_ctx(tmp_path, "hello", "process", import_check=["app"])
     res = await build.run(ctx)
     assert res.status is Status.PASS, res
-    assert res.details["image"] == str(SERVICES / "hello")
+    assert res.details["image"] == str((tmp_path / "hello").resolve())
     assert res.measurement("image_size_bytes") is None

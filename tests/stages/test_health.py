@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
@@ -61,8 +62,10 @@ async def test_ready_after_refused_then_503(start: Start) -> None:
     outcome_probes = res.measurement("probes_sent")
     assert isinstance(outcome_probes, int) and outcome_probes > 3
     assert res.details["liveness"]["ended"] == "ready"  # type: ignore[index]
-    assert res.measurement("failed_periods") == 1
-    assert res.measurement("cloud_run_ready_s") == 1.0
+    # Cloud Run's once-per-period probe: the first probe after readiness (1 s periods). On a
+    # loaded machine the service itself may take longer than its 0.7 s of delays.
+    assert res.measurement("failed_periods") == math.ceil(ttr)
+    assert res.measurement("cloud_run_ready_s") == float(math.ceil(ttr))
 
 
 async def test_ready_at_is_never_before_the_service_is_ready(start: Start) -> None:
@@ -83,7 +86,9 @@ async def test_startup_slower_than_window_fails_with_measured_time_and_fix(start
     assert isinstance(ttr, float) and ttr > 1.6
     (finding,) = res.findings
     assert finding.code == "health.startup-timeout"
-    assert finding.fix is not None and "failure_threshold = 3" in finding.fix
+    # The window that would have admitted the measured startup, with 50% headroom (3 when the
+    # machine is idle: 1.6 s of delay).
+    assert finding.fix is not None and f"failure_threshold = {math.ceil(ttr * 1.5)}" in finding.fix
     assert "startup_complete" in finding.message  # the log tail is in the verdict
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import socket
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -31,8 +32,11 @@ def make_ctx(
     memory: str = "128Mi",
     env: dict[str, str] | None = None,
 ) -> Context:
+    # A copy beside the config: a build context must be inside the config's directory.
+    shutil.copytree(SERVICES / service, tmp_path / service,
+                    ignore=shutil.ignore_patterns("__pycache__"), dirs_exist_ok=True)
     (tmp_path / "flightcheck.toml").write_text(
-        f'[service]\nname = "fctest-{service}"\nsource = {json.dumps(str(SERVICES / service))}\n'
+        f'[service]\nname = "fctest-{service}"\nsource = {json.dumps(service)}\n'
         'command = ["python", "app.py"]\npythonpath = []\nimport_check = []\n'
         f'[run]\nmemory_limit = "{memory}"\n'
     )

@@ -151,10 +151,11 @@ async def test_prepare_without_key_starts_the_fake_model_as_sidecar(tmp_path: Pa
     assert ctx.artifacts[smoke.MODE_ARTIFACT] == Mode("fake")
 
 
-async def test_prepare_with_a_real_key_uses_the_real_provider(tmp_path: Path) -> None:
+async def test_prepare_in_real_mode_uses_the_real_provider(tmp_path: Path) -> None:
     _write(tmp_path, SUITE)
     ctx = make_context(tmp_path, service={"env": {"OPENAI_API_KEY": "sk-live-abcdefghijkl",
-                                                  "AI_TEMPERATURE": "0.1"}})
+                                                  "AI_TEMPERATURE": "0.1"}},
+                       smoke={"model": "real"})
     await smoke.prepare(ctx)
     assert ctx.sidecar is None
     env = ctx.service_environment()
@@ -171,18 +172,23 @@ async def test_prepare_treats_the_fake_marker_key_as_no_key(tmp_path: Path) -> N
     assert ctx.sidecar is not None
 
 
-async def test_prepare_with_fake_model_off_leaves_the_service_alone(tmp_path: Path) -> None:
+async def test_prepare_in_real_mode_without_a_key_leaves_the_service_alone(
+    tmp_path: Path,
+) -> None:
     _write(tmp_path, SUITE)
-    ctx = make_context(tmp_path, smoke={"fake_model": False})
+    ctx = make_context(tmp_path, smoke={"model": "real"})
     await smoke.prepare(ctx)
-    assert ctx.sidecar is None and ctx.extra_service_env == {}
+    assert ctx.sidecar is None and ctx.extra_service_env == {} and ctx.provider_env == {}
+    assert ctx.artifacts[smoke.MODE_ARTIFACT] == Mode("real", None)
 
 
-async def test_prepare_survives_a_broken_suite_and_run_reports_it(tmp_path: Path) -> None:
+async def test_prepare_refuses_a_broken_suite_before_anything_runs(tmp_path: Path) -> None:
+    from flightcheck.errors import ConfigError
+
     _write(tmp_path, "cases: [ {name: x, request: {path: nope}} ]")
     ctx = make_context(tmp_path)
-    await smoke.prepare(ctx)  # must not raise: the other stages still run
-    assert ctx.sidecar is not None
+    with pytest.raises(ConfigError, match="must start with '/'"):
+        await smoke.prepare(ctx)
 
 
 # --- the suite against a live service -------------------------------------------------------
@@ -340,7 +346,10 @@ async def test_request_timeout_caps_every_case(start: Start) -> None:
     ctx, _ = await start(smoke_cfg={"request_timeout_s": 1}, SVC_HANG_AI="1")
     res = await smoke.run(ctx)
     assert _case(res.details, "ask")["status"] == "fail"
-    assert res.measurement("cases_failed") == 3  # ask, ask json, ask upstream
+    # Two cases in a row without a response: the service hangs, the rest is not run.
+    assert res.measurement("cases_failed") == 2  # ask, ask json
+    assert _case(res.details, "ask upstream")["status"] == "skipped"
+    assert any(f.code == "smoke.hang" for f in res.findings)
 
 
 async def test_unreachable_provider_on_an_external_case_is_a_warning(start: Start) -> None:
@@ -392,12 +401,13 @@ async def test_service_dying_mid_suite_stops_the_suite(start: Start) -> None:
     assert res.details["cases"] == []
 
 
-async def test_missing_suite_warns_and_checks_only_ai_health(start: Start) -> None:
-    ctx, _ = await start(suite=None)
-    res = await smoke.run(ctx)
-    assert res.status is Status.WARN
-    assert [c["name"] for c in res.details["cases"]] == ["ai-health"]  # type: ignore[union-attr]
-    assert res.findings[0].code == "smoke.no-suite"
+async def test_missing_suite_is_a_config_error_before_anything_runs(tmp_path: Path) -> None:
+    from flightcheck.errors import ConfigError
+
+    ctx = make_context(tmp_path)
+    with pytest.raises(ConfigError, match="smoke suite .* not found") as err:
+        await smoke.prepare(ctx)
+    assert err.value.exit_code == 2
 
 
 async def test_real_mode_skips_scripted_cases_and_redacts_the_key(
@@ -410,7 +420,7 @@ async def test_real_mode_skips_scripted_cases_and_redacts_the_key(
     try:
         ctx, _ = await start(service_env={"OPENAI_API_KEY": key, "SVC_LOG_KEY": "1",
                                           "OPENAI_BASE_URL": f"http://127.0.0.1:{port}/v1"},
-                             SVC_ERROR_AI="1")
+                             smoke_cfg={"model": "real"}, SVC_ERROR_AI="1")
         res = await smoke.run(ctx)
     finally:
         provider.terminate()
@@ -426,7 +436,8 @@ async def test_real_mode_skips_scripted_cases_and_redacts_the_key(
 async def test_real_provider_unreachable_is_a_warning_on_external_cases(start: Start) -> None:
     closed = free_port()
     ctx, _ = await start(service_env={"OPENAI_API_KEY": "sk-live-0123456789abcdefghij",
-                                      "OPENAI_BASE_URL": f"http://127.0.0.1:{closed}/v1"})
+                                      "OPENAI_BASE_URL": f"http://127.0.0.1:{closed}/v1"},
+                         smoke_cfg={"model": "real"})
     res = await smoke.run(ctx)
     assert _case(res.details, "ai-health")["status"] == "warn"  # external against a real provider
     assert _case(res.details, "ask upstream")["status"] == "warn"
@@ -438,11 +449,10 @@ async def test_no_running_service_is_a_clear_stage_error(tmp_path: Path) -> None
         await smoke.run(make_context(tmp_path))
 
 
-async def test_invalid_suite_fails_the_stage_with_the_key(start: Start, tmp_path: Path) -> None:
-    ctx, _ = await start()
+async def test_invalid_suite_is_refused_with_the_key(tmp_path: Path) -> None:
     _write(tmp_path, SUITE.replace("equals: 4}", "equal: 4}"))
     from flightcheck.errors import ConfigError
 
     with pytest.raises(ConfigError) as err:
-        await smoke.run(ctx)
+        await smoke.prepare(make_context(tmp_path))
     assert "cases.0.expect.json.0" in err.value.what and "(case 'add')" in err.value.what

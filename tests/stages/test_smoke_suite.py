@@ -184,13 +184,13 @@ def test_schema_errors_name_the_path() -> None:
 # --- modes, outages, percentiles ------------------------------------------------------------
 
 
-def test_mode_detection() -> None:
-    assert detect_mode({}, True) == Mode("fake")
-    assert detect_mode({}, False) == Mode("service")
-    assert detect_mode({"OPENAI_API_KEY": FAKE_API_KEY}, True) == Mode("fake")
-    assert detect_mode({"OPENAI_API_KEY": ""}, True) == Mode("fake")
-    assert detect_mode({"GOOGLE_API_KEY": "AIza-real"}, True) == Mode("real", "gemini")
-    assert detect_mode({"OPENAI_API_KEY": "sk-real"}, False) == Mode("real", "openai")
+def test_mode_is_the_explicit_choice_never_the_keys() -> None:
+    assert detect_mode({}, "fake") == Mode("fake")
+    assert detect_mode({"OPENAI_API_KEY": "sk-real"}, "fake") == Mode("fake")
+    assert detect_mode({}, "real") == Mode("real", None)
+    assert detect_mode({"OPENAI_API_KEY": FAKE_API_KEY}, "real") == Mode("real", None)
+    assert detect_mode({"GOOGLE_API_KEY": "AIza-real"}, "real") == Mode("real", "gemini")
+    assert detect_mode({"OPENAI_API_KEY": "sk-real"}, "real") == Mode("real", "openai")
 
 
 @pytest.mark.parametrize(("status", "body", "expected"), [

@@ -16,12 +16,13 @@ def _cli(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_help_lists_the_implemented_stages_and_not_deploy() -> None:
+def test_help_lists_every_stage_deploy_and_rollback() -> None:
     out = _cli("--help")
     assert out.returncode == 0
-    for cmd in ("ci", "lint", "build", "run-with-memory-limit", "health-poll", "ai-smoke", "config", "report"):
-        assert cmd in out.stdout
-    assert "deploy" not in out.stdout.split("Commands:")[1]
+    commands = out.stdout.split("Commands:")[1]
+    for cmd in ("ci", "lint", "build", "run-with-memory-limit", "health-poll", "ai-smoke",
+                "deploy", "rollback", "config", "report"):
+        assert cmd in commands
 
 
 def test_unknown_option_is_a_usage_error_without_traceback() -> None:
@@ -46,9 +47,9 @@ def test_bad_service_env_and_runtime() -> None:
 
 
 def test_unknown_stage() -> None:
-    out = _cli("ci", "--only", "deploy")
+    out = _cli("ci", "--only", "launch")
     assert out.returncode == 2
-    assert "unknown stage 'deploy'" in out.stderr
+    assert "unknown stage 'launch'" in out.stderr
 
 
 def test_config_explain_shows_sources(tmp_path: Path) -> None:

@@ -132,7 +132,7 @@ def test_finalize_and_cleanup_run_even_when_cancelled(tmp_path: Path) -> None:
 
 def test_repro_masks_secret_env(tmp_path: Path) -> None:
     ctx = Context(
-        loaded=load(None, environ={}),
+        loaded=load(None, environ={}, overrides={"smoke.model": ("real", "--real-model")}),
         service_env={"OPENAI_API_KEY": "sk-live-abcdefghijkl", "MODE": "x"},
         memory_override="512Mi",
         runtime_name="docker",
@@ -142,10 +142,13 @@ def test_repro_masks_secret_env(tmp_path: Path) -> None:
     assert '--service-env OPENAI_API_KEY="$OPENAI_API_KEY"' in r.local
     assert "--service-env MODE=x" in r.local
     assert r.local.startswith("flightcheck ci --only ai-smoke")
-    assert "--runtime docker --memory 512Mi" in r.local
+    assert "--runtime docker --memory 512Mi --real-model" in r.local
+    # In Dagger a key given as a Secret selects the real provider.
     assert r.dagger == (
         "dagger call ai-smoke --source=. --memory=512Mi --openai-api-key=env:OPENAI_API_KEY"
     )
+    fake = Context(loaded=load(None, environ={}), service_env={"OPENAI_API_KEY": "sk-live-x"})
+    assert "--openai-api-key" not in fake.repro("ai-smoke").dagger  # fake mode replaces it
     assert ctx.redactor("key sk-live-abcdefghijkl here") == "key *** here"
 
 

@@ -84,7 +84,7 @@ def test_markdown_summary() -> None:
     assert "| lint | ❌ fail |" in md
     assert "| build | ⏭️ skipped |" in md
     assert "invalid syntax \\| here" in md
-    assert "Reproduce: `flightcheck ci --only lint`" in md
+    assert "Reproduce: <code>flightcheck ci --only lint</code>" in md
 
 
 def test_report_command_rerenders(tmp_path: Path) -> None:

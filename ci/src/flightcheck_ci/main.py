@@ -1,4 +1,4 @@
-"""flightcheck in Dagger: lint → build → run-with-memory-limit → health-poll → ai-smoke, in containers.
+"""flightcheck in Dagger: lint → build → run-with-memory-limit → health-poll → ai-smoke, in containers; deploy to Cloud Run.
 
 The same graph as `flightcheck ci` on a laptop, for the service in --source (default: this
 repository, whose reference service is mathcoach). Thin on purpose: what to build and how to
@@ -9,6 +9,7 @@ per-container memory limit (dagger/dagger#4490): the service runs under flightch
 guard, which enforces the limit inside its container and reports peak memory and OOM kills.
 """
 
+import contextlib
 import json
 import time
 from dataclasses import dataclass
@@ -27,6 +28,11 @@ FC_DIR = "/fc"  # guard / fake model files mounted into containers without fligh
 SOURCE_DIR = "/src"
 REPORT_DIR = "/flightcheck-report"
 PLAN_FILE = "/tmp/flightcheck-plan.json"
+CREDENTIALS_FILE = "/run/flightcheck/gcp-credentials.json"
+OIDC_TOKEN_FILE = "/run/flightcheck/oidc-token"
+TOKEN_FILE = "/tmp/flightcheck-registry-token"
+BASELINE_FILE = "/tmp/flightcheck-baseline.json"
+MONITORING_DIR = "/tmp/flightcheck-monitoring"
 KEY_NAMES = {"openai": "OPENAI_API_KEY", "gemini": "GEMINI_API_KEY"}
 
 # What the service's source never needs inside a container.
@@ -54,12 +60,14 @@ Environment = Annotated[
 ]
 OpenaiKey = Annotated[
     dagger.Secret | None,
-    Doc("OpenAI key (e.g. env:OPENAI_API_KEY): ai-smoke then runs against the real provider; "
-        "without a key it runs against flightcheck's deterministic fake model server"),
+    Doc("OpenAI key (e.g. env:OPENAI_API_KEY): giving a key selects the real provider "
+        "(flightcheck --real-model); without a key ai-smoke runs against flightcheck's "
+        "deterministic fake model server"),
 ]
 GeminiKey = Annotated[
     dagger.Secret | None,
-    Doc("Gemini key (e.g. env:GEMINI_API_KEY): ai-smoke then runs against the real provider"),
+    Doc("Gemini key (e.g. env:GEMINI_API_KEY): giving a key selects the real provider "
+        "(flightcheck --real-model)"),
 ]
 
 
@@ -69,7 +77,7 @@ class ChecksFailed(Exception):
 
 @dataclass(frozen=True)
 class _Plan:
-    """How to build and start the service, as `python -m flightcheck.runtimes.attached plan`
+    """How to build and start the service, as `python -m flightcheck.attached_cli plan`
     decided it from flightcheck.toml."""
 
     service: str
@@ -135,7 +143,14 @@ class Flightcheck:
     ) -> str:
         """The lint stage: syntax, imports against declared dependencies, hard-coded keys, LLM
         calls without timeouts, floating model names, Dockerfile problems. Fails on errors."""
-        return await self.checker(source).with_exec(["flightcheck", "lint", "--format", format]).stdout()
+        try:
+            return await self.checker(source).with_exec(
+                ["flightcheck", "lint", "--format", format]).stdout()
+        except dagger.ExecError as exc:  # findings (or a usage error), then how to rerun
+            call = "dagger call lint --source=." + ("" if format == "text" else f" --format={format}")
+            raise ChecksFailed(f"flightcheck lint exited with code {exc.exit_code}\n\n"
+                               f"{exc.stdout}{exc.stderr}\n\nRerun in Dagger:\n"
+                               f"{_rerun_lines('lint', call)}") from None
 
     @function
     async def build(
@@ -229,10 +244,268 @@ class Flightcheck:
         checked, code = await self._checks(source, None, memory, environment,
                                            _keys(openai_api_key, gemini_api_key))
         if code != 0 and not (allow_failure and code == 1):
-            raise ChecksFailed(await _failure(checked, code))
+            raise await _fail(checked, code)
         return checked.directory(REPORT_DIR).with_new_file("exit-code", f"{code}\n")
 
+    @function(cache="never")  # pyright: ignore[reportCallIssue]
+    async def deploy(
+        self,
+        source: Source,
+        project: Annotated[
+            str | None, Doc("GCP project id to deploy to (default: [deploy].project in "
+                            "flightcheck.toml)")
+        ] = None,
+        region: Annotated[
+            str | None, Doc("Cloud Run region, e.g. europe-west1 (default: [deploy].region)")
+        ] = None,
+        gcp_credentials: Annotated[
+            dagger.Secret | None,
+            Doc("Google credentials JSON: a service-account key or a Workload Identity "
+                "Federation credential configuration (e.g. file:$GOOGLE_APPLICATION_CREDENTIALS "
+                "after google-github-actions/auth); the deployer's identity"),
+        ] = None,
+        oidc_token: Annotated[
+            dagger.Secret | None,
+            Doc("the CI's OIDC token (e.g. env:GITLAB_OIDC_TOKEN), mounted at "
+                f"{OIDC_TOKEN_FILE} for a Workload Identity Federation credential "
+                "configuration whose credential_source.file points there"),
+        ] = None,
+        registry: Annotated[
+            str | None, Doc("image repository, e.g. europe-west1-docker.pkg.dev/PROJECT/apps "
+                            "(default: [deploy].registry, else REGION-docker.pkg.dev/PROJECT/"
+                            "flightcheck)")
+        ] = None,
+        registry_username: Annotated[
+            str, Doc("registry user name; Artifact Registry takes oauth2accesstoken with an "
+                     "access token as password")
+        ] = "oauth2accesstoken",
+        registry_password: Annotated[
+            dagger.Secret | None,
+            Doc("registry password or token (default: an access token minted from "
+                "--gcp-credentials)"),
+        ] = None,
+        environment: Environment = "dev",
+        dry_run: Annotated[
+            bool, Doc("print the Cloud Run Service and the diff against what is deployed; "
+                      "build, push and change nothing")
+        ] = False,
+    ) -> str:
+        """Build the image, publish it, and roll it out to Cloud Run by digest: candidate at 0%
+        with a tag, its tag URL checked with health-poll and ai-smoke, canary steps with
+        analysis, promote or roll back automatically (docs/deploy.md). Returns the report
+        summary; fails when the rollout did not promote."""
+        checker = self._deployer(source, project, region, registry, gcp_credentials, oidc_token)
+        args = ["deploy", "--target", "cloudrun", "--env", environment]
+        if dry_run:
+            out = checker.with_exec(["flightcheck", *args, "--dry-run"], expect=ReturnType.ANY)
+            if await out.exit_code() != 0:
+                raise ChecksFailed(await out.stderr())
+            return await out.stdout() + await out.stderr()
+        plan = await self._plan(source, None, environment, [])
+        repo = (await checker.with_exec(["python", "-m", "flightcheck.cloudrun.images",
+                                         "repository"]).stdout()).strip()
+        address = f"{repo}:flightcheck-{time.time_ns()}"
+        password = registry_password or await self._registry_token(checker, gcp_credentials)
+        published = await (self._image(source, plan, None)
+                           .with_registry_auth(address, registry_username, password)
+                           .publish(address))
+        image = _by_digest(published)
+        done = (
+            checker.with_env_variable("FLIGHTCHECK_RUN", str(time.time_ns()))
+            .with_exec(["flightcheck", *args, "--image", image, "--report-dir", REPORT_DIR],
+                       expect=ReturnType.ANY)
+        )
+        code = await done.exit_code()
+        if code != 0:
+            raise ChecksFailed(await _failure(done, code))
+        return await done.file(f"{REPORT_DIR}/summary.md").contents()
+
+    # --- the lessons: measured gates over the run's evidence ---------------------------------
+
+    @function(cache="never")  # pyright: ignore[reportCallIssue]
+    async def parity(
+        self,
+        source: Source,
+        envs: Annotated[
+            list[str] | None, Doc("two [environments.*] to compare (default: every pair)")
+        ] = None,
+        memory: Memory = None,
+        environment: Environment = "dev",
+        openai_api_key: OpenaiKey = None,
+        gemini_api_key: GeminiKey = None,
+    ) -> str:
+        """Environment parity: AI parameters (model, temperature, top_k, top_p, max output
+        tokens) across [environments.*] and as the running service reports them. Fails on a
+        mismatch (with the table); flags floating model aliases."""
+        return await self._lesson(source, ["parity", *(envs or [])], memory, environment,
+                                  _keys(openai_api_key, gemini_api_key))
+
+    @function(cache="never")  # pyright: ignore[reportCallIssue]
+    async def cost(
+        self,
+        source: Source,
+        requests_per_hour: Annotated[
+            float | None, Doc("request rate for the hourly/daily projections (default: "
+                              "[cost].requests_per_hour)")
+        ] = None,
+        memory: Memory = None,
+        environment: Environment = "dev",
+        openai_api_key: OpenaiKey = None,
+        gemini_api_key: GeminiKey = None,
+    ) -> str:
+        """Cost per request from the smoke run's token usage × the shipped price table,
+        projected per hour and day; fails over the [cost] budgets (0.05/request, 10/hour,
+        100/day USD by default)."""
+        args = ["cost"] + (["--requests-per-hour", f"{requests_per_hour:g}"]
+                           if requests_per_hour else [])
+        return await self._lesson(source, args, memory, environment,
+                                  _keys(openai_api_key, gemini_api_key))
+
+    @function(cache="never")  # pyright: ignore[reportCallIssue]
+    async def baseline_save(
+        self,
+        source: Source,
+        memory: Memory = None,
+        environment: Environment = "dev",
+        openai_api_key: OpenaiKey = None,
+        gemini_api_key: GeminiKey = None,
+    ) -> dagger.File:
+        """Run the smoke suite and return its metrics as a quality baseline file (assertion
+        pass rate, format compliance, p95 latency, cost per request): `export --path
+        .flightcheck/baseline.json`. Refuses a run whose ai-smoke failed."""
+        checked = await self._after(source, ["baseline", "save", "--output", BASELINE_FILE],
+                                    memory, environment, _keys(openai_api_key, gemini_api_key))
+        return checked.file(BASELINE_FILE)
+
+    @function(cache="never")  # pyright: ignore[reportCallIssue]
+    async def quality(
+        self,
+        source: Source,
+        baseline: Annotated[
+            dagger.File | None, Doc("a baseline from baseline-save (default: [quality].baseline "
+                                    "in the source)")
+        ] = None,
+        memory: Memory = None,
+        environment: Environment = "dev",
+        openai_api_key: OpenaiKey = None,
+        gemini_api_key: GeminiKey = None,
+    ) -> str:
+        """Compare the smoke run's metrics with the baseline: more than 20 % worse warns, more
+        than 40 % fails ([quality] overrides both)."""
+        args = ["quality"] + (["--baseline", BASELINE_FILE] if baseline is not None else [])
+        return await self._lesson(source, args, memory, environment,
+                                  _keys(openai_api_key, gemini_api_key), baseline=baseline)
+
+    @function(cache="never")  # pyright: ignore[reportCallIssue]
+    async def resources(
+        self,
+        source: Source,
+        memory: Memory = None,
+        environment: Environment = "dev",
+        openai_api_key: OpenaiKey = None,
+        gemini_api_key: GeminiKey = None,
+    ) -> str:
+        """Cloud Run memory, CPU, startup probe and min instances from the run's measured peak
+        memory and time-to-ready, with the fixed formula's answer beside; fails when [deploy]
+        memory is below the measured need. (Several runs and load: `flightcheck resources` on a
+        host, where it can start the service more than once.)"""
+        return await self._lesson(source, ["resources", "--from-report"], memory, environment,
+                                  _keys(openai_api_key, gemini_api_key))
+
+    @function(cache="never")  # pyright: ignore[reportCallIssue]
+    async def readiness(
+        self,
+        source: Source,
+        memory: Memory = None,
+        environment: Environment = "dev",
+        openai_api_key: OpenaiKey = None,
+        gemini_api_key: GeminiKey = None,
+    ) -> dagger.Directory:
+        """The whole graph, then the production-readiness report: every checklist item decided
+        by the run's evidence (manual ones listed, never ticked) in summary.md and report.html
+        (with the per-stage timeline and the memory-over-time chart)."""
+        checked, code = await self._checks(source, None, memory, environment,
+                                           _keys(openai_api_key, gemini_api_key))
+        if code not in (0, 1):
+            raise await _fail(checked, code)
+        return checked.directory(REPORT_DIR).with_new_file("exit-code", f"{code}\n")
+
+    @function
+    def monitoring_render(self, source: Source) -> dagger.Directory:
+        """The log-based error and token metrics and the error-rate, p95-latency and
+        cost-per-hour alert policies from [monitoring], as Cloud Logging / Cloud Monitoring JSON
+        (for gcloud) and monitoring.tf.json (Terraform): `export --path monitoring`."""
+        return (
+            self._monitoring_checker(source)
+            .with_exec(["flightcheck", "monitoring", "render", "--output", MONITORING_DIR])
+            .directory(MONITORING_DIR)
+        )
+
+    @function(cache="never")  # pyright: ignore[reportCallIssue]
+    async def monitoring_apply(
+        self,
+        source: Source,
+        gcp_credentials: Annotated[
+            dagger.Secret, Doc("a service account key or external-account (Workload Identity "
+                               "Federation) JSON, e.g. file:./key.json or env:GCP_CREDENTIALS")
+        ],
+        project: Annotated[str | None, Doc("GCP project id (default: [deploy].project)")] = None,
+    ) -> str:
+        """Create or update the rendered metrics and alert policies in the project through
+        google-cloud-logging / google-cloud-monitoring (idempotent). Needs
+        roles/logging.configWriter and roles/monitoring.alertPolicyEditor."""
+        args = ["flightcheck", "monitoring", "apply", "--output", MONITORING_DIR]
+        if project:
+            args += ["--project", project]
+        return await (
+            self._monitoring_checker(source)
+            .with_mounted_secret(CREDENTIALS_FILE, gcp_credentials)
+            .with_env_variable("GOOGLE_APPLICATION_CREDENTIALS", CREDENTIALS_FILE)
+            .with_env_variable("FLIGHTCHECK_RUN", str(time.time_ns()))
+            .with_exec(args)
+            .stdout()
+        )
+
     # --- private helpers ---------------------------------------------------------------------
+
+    def _deployer(
+        self,
+        source: dagger.Directory,
+        project: str | None,
+        region: str | None,
+        registry: str | None,
+        credentials: dagger.Secret | None,
+        oidc_token: dagger.Secret | None,
+    ) -> dagger.Container:
+        """The checker with the deploy target's settings and the deployer's credentials."""
+        ctr = self.checker(source).with_env_variable("FLIGHTCHECK__DEPLOY__TARGET", "cloudrun")
+        for key, value in (("PROJECT", project), ("REGION", region), ("REGISTRY", registry)):
+            if value:
+                ctr = ctr.with_env_variable(f"FLIGHTCHECK__DEPLOY__{key}", value)
+        if credentials is not None:
+            ctr = (ctr.with_mounted_secret(CREDENTIALS_FILE, credentials)
+                   .with_env_variable("GOOGLE_APPLICATION_CREDENTIALS", CREDENTIALS_FILE))
+        if oidc_token is not None:
+            ctr = ctr.with_mounted_secret(OIDC_TOKEN_FILE, oidc_token)
+        return ctr
+
+    async def _registry_token(
+        self, deployer: dagger.Container, credentials: dagger.Secret | None
+    ) -> dagger.Secret:
+        """An Artifact Registry access token minted by google-auth in the deployer, kept as a
+        secret (it goes through a file, never through logged output)."""
+        if credentials is None:
+            raise ChecksFailed("publishing needs registry credentials: pass --gcp-credentials "
+                               "(a key or a Workload Identity Federation configuration) or "
+                               "--registry-password")
+        token = await (
+            deployer.with_env_variable("FLIGHTCHECK_RUN", str(time.time_ns()))  # a fresh token
+            .with_exec(["python", "-m", "flightcheck.cloudrun.images", "token", "--output",
+                        TOKEN_FILE])
+            .file(TOKEN_FILE).contents()
+        )
+        return dag.set_secret(f"flightcheck-registry-token-{time.time_ns()}", token.strip())
+
 
     async def _plan(
         self,
@@ -242,13 +515,15 @@ class Flightcheck:
         keys: list[tuple[str, dagger.Secret]],
     ) -> _Plan:
         ctr = self.checker(source)
-        args = ["python", "-m", "flightcheck.runtimes.attached", "plan", "--env", environment,
+        args = ["python", "-m", "flightcheck.attached_cli", "plan", "--env", environment,
                 "--sidecar-host", FAKE_MODEL_HOST, "--output", PLAN_FILE]
         if memory:
             args += ["--memory", memory]
-        for name, secret in keys:  # they decide real provider vs fake model, never shown
+        for name, secret in keys:  # never shown; giving one selects the real provider
             ctr = ctr.with_secret_variable(name, secret)
             args += ["--secret-env", name]
+        if keys:
+            args += ["--real-model"]
         return _Plan.parse(await ctr.with_exec(args).file(PLAN_FILE).contents())
 
     def _image(self, source: dagger.Directory, plan: _Plan, dockerfile: str | None) -> dagger.Container:
@@ -291,8 +566,12 @@ class Flightcheck:
         if plan.sidecar_port is not None:
             ctr = ctr.with_service_binding(FAKE_MODEL_HOST, self._fake_model(plan))
         return (
-            # Readiness is health-poll's to measure, so Dagger must not wait for the port.
-            ctr.with_exposed_port(plan.port, experimental_skip_healthcheck=True)
+            # Readiness is health-poll's to measure, so Dagger must wait for neither the port
+            # nor the image's HEALTHCHECK (which Dagger >= 0.21 runs instead of port checks:
+            # a service that crashes or is OOM-killed at start would fail the engine's wait
+            # before flightcheck could report it).
+            ctr.without_docker_healthcheck()
+            .with_exposed_port(plan.port, experimental_skip_healthcheck=True)
             .with_exposed_port(GUARD_PORT)
             # Root capabilities make cgroupfs writable: the guard's hard limit, not a watchdog.
             .as_service(args=[*guard, "--", *command], insecure_root_capabilities=True)
@@ -335,6 +614,8 @@ class Flightcheck:
             args += ["--memory", memory]
         if only:
             args += ["--only", only]
+        if keys:  # a key given to the module is the explicit choice of the real provider
+            args += ["--real-model"]
         # A key reaches the service env (and flightcheck's redactor) through the shell, so its
         # value never appears in an exec's arguments.
         script = 'exec flightcheck "$@"' + "".join(
@@ -346,6 +627,44 @@ class Flightcheck:
         )
         return checked, await checked.exit_code()
 
+    async def _after(
+        self,
+        source: dagger.Directory,
+        args: list[str],
+        memory: str | None,
+        environment: str,
+        keys: list[tuple[str, dagger.Secret]],
+        baseline: dagger.File | None = None,
+    ) -> dagger.Container:
+        """The checks up to ai-smoke (the lessons' evidence), then `flightcheck ARGS` over their
+        report in the same container; fails with its output when that exits non-zero."""
+        checked, code = await self._checks(source, "ai-smoke", memory, environment, keys)
+        if code not in (0, 1):  # 1: a stage failed, which the lesson judges on its own
+            raise await _fail(checked, code)
+        if baseline is not None:
+            checked = checked.with_file(BASELINE_FILE, baseline)
+        done = checked.with_exec(["flightcheck", *args, "--report-dir", REPORT_DIR],
+                                 expect=ReturnType.ANY)
+        if await done.exit_code() != 0:
+            raise ChecksFailed(f"{await done.stdout()}{await done.stderr()}")
+        return done
+
+    async def _lesson(
+        self,
+        source: dagger.Directory,
+        args: list[str],
+        memory: str | None,
+        environment: str,
+        keys: list[tuple[str, dagger.Secret]],
+        baseline: dagger.File | None = None,
+    ) -> str:
+        done = await self._after(source, args, memory, environment, keys, baseline)
+        return await done.stdout()
+
+    def _monitoring_checker(self, source: dagger.Directory) -> dagger.Container:
+        # apply needs the Cloud client libraries: flightcheck's `monitoring` extra
+        return self.checker(source).with_exec(["pip", "install", "/opt/flightcheck[monitoring]"])
+
     async def _stage(
         self,
         source: dagger.Directory,
@@ -356,8 +675,18 @@ class Flightcheck:
     ) -> str:
         checked, code = await self._checks(source, stage, memory, environment, keys)
         if code != 0:
-            raise ChecksFailed(await _failure(checked, code))
+            raise await _fail(checked, code)
         return await checked.file(f"{REPORT_DIR}/summary.md").contents()
+
+
+def _by_digest(published: str) -> str:
+    """``REGISTRY/NAME:TAG@sha256:…`` (what publish returns) → ``REGISTRY/NAME@sha256:…``."""
+    name, _, digest = published.partition("@")
+    if not digest.startswith("sha256:"):
+        raise ChecksFailed(f"the registry returned no digest for {published!r}")
+    if ":" in name.rsplit("/", 1)[-1]:
+        name = name.rpartition(":")[0]
+    return f"{name}@{digest}"
 
 
 def _keys(openai: dagger.Secret | None, gemini: dagger.Secret | None) -> list[tuple[str, dagger.Secret]]:
@@ -372,9 +701,42 @@ def _error_text(exc: dagger.QueryError) -> str:
     return str(exc)
 
 
+async def _fail(checked: dagger.Container, code: int) -> ChecksFailed:
+    """The error for a failed run, after one failing exec where the checks ran: with
+    `dagger call -i` Dagger opens its terminal there (the reports in /flightcheck-report, the
+    service bound at svc, its guard at svc:8931)."""
+    message = await _failure(checked, code)
+    note = f"flightcheck exited with code {code}; the reports are in {REPORT_DIR}"
+    with contextlib.suppress(dagger.ExecError):
+        await checked.with_exec(["sh", "-c", f'echo "{note}" >&2; exit {code}']).sync()
+    return ChecksFailed(message)
+
+
 async def _failure(checked: dagger.Container, code: int) -> str:
-    """What to show when flightcheck exited non-zero: the summary, else its error output."""
+    """What to show when flightcheck exited non-zero: the summary and the `dagger call` (and its
+    interactive variant) that reruns each failed stage; else flightcheck's error output."""
     if code == 1:
         summary = await checked.file(f"{REPORT_DIR}/summary.md").contents()
-        return f"a gate failed (flightcheck exit code 1)\n\n{summary}"
+        report = await checked.file(f"{REPORT_DIR}/flightcheck-report.json").contents()
+        return f"a gate failed (flightcheck exit code 1)\n\n{summary}{_reruns(report)}"
     return f"flightcheck exited with code {code}:\n{await checked.stderr()}"
+
+
+def _reruns(report: str) -> str:
+    try:
+        stages: list[dict[str, Any]] = json.loads(report)["stages"]
+    except (ValueError, KeyError, TypeError):
+        return ""
+    lines = "".join(_rerun_lines(stage["name"], stage["repro"]["dagger"]) for stage in stages
+                    if stage.get("status") == "fail" and stage.get("repro", {}).get("dagger"))
+    return f"\n\nRerun in Dagger:\n{lines}" if lines else ""
+
+
+def _rerun_lines(stage: str, call: str) -> str:
+    return f"- {stage}: `{call}`\n  interactive, a shell where it failed: `{_interactive(call)}`\n"
+
+
+def _interactive(call: str) -> str:
+    """`dagger call -i ...`: the same call, opening a terminal at the failure."""
+    head, sep, rest = call.partition(" call ")
+    return f"{head} call -i {rest}" if sep and head.split()[:1] == ["dagger"] else call

@@ -18,6 +18,8 @@ from flightcheck.lint.engine import LintReport, lint_paths
 from flightcheck.lint.output import render_text, summary, to_json, to_sarif
 from flightcheck.lint.rules import RULES
 from flightcheck.lint.rules import explain as explain_rule
+from flightcheck.lint.target import service_from_config
+from flightcheck.results import Severity
 
 _FORMATS = ("text", "json", "sarif")
 
@@ -42,6 +44,12 @@ def lint_command(
         Optional[Path],  # noqa: UP045
         typer.Option("--config", "-c", help="flightcheck.toml (default: ./flightcheck.toml, else built-in defaults)"),
     ] = None,
+    strict: Annotated[
+        bool, typer.Option("--strict", help="warnings and files left unchecked fail too")
+    ] = False,
+    no_cache: Annotated[
+        bool, typer.Option("--no-cache", help="ignore and do not write the lint cache")
+    ] = False,
 ) -> int:
     """Lint Python sources, config files and Dockerfiles for what breaks AI services in production."""
     if explain is not None:
@@ -55,14 +63,37 @@ def lint_command(
         )
     loaded = config_mod.load(config)
     cfg = loaded.config
+    if no_cache:
+        cfg.lint.cache = False
+    # The deployed service's Dockerfile, port and probe paths: from the config file that
+    # covers what is linted, else the defaults (and the Dockerfile found beside PATH).
+    from_file = loaded.path is not None
     if path is not None:
         target = path.resolve()
         root = target if target.is_dir() else target.parent
-        report = lint_paths(root, [target], cfg.lint)
+        source = cfg.source_dir.resolve()
+        # the config's service, unless PATH is another service inside it (its own Dockerfile)
+        inside = from_file and target.is_relative_to(source) and not _own_dockerfile(root, source)
+        service = service_from_config(cfg, from_file=True) if inside else None
+        report = lint_paths(root, [target], cfg.lint, service=service)
     else:
-        report = lint_paths(cfg.source_dir, [cfg.resolve(p) for p in cfg.lint.paths], cfg.lint)
+        service = service_from_config(cfg, from_file=from_file)
+        report = lint_paths(cfg.source_dir, [cfg.resolve(p) for p in cfg.lint.paths], cfg.lint,
+                            service=service)
     _emit(report, format, output)
-    return 1 if report.failed else 0
+    if report.failed:
+        return 1
+    return 1 if strict and (report.count(Severity.WARNING) or report.unchecked) else 0
+
+
+def _own_dockerfile(start: Path, source: Path) -> bool:
+    """A Dockerfile at ``start`` or between it and the config's source directory."""
+    folder = start
+    while folder != source and folder.is_relative_to(source):
+        if (folder / "Dockerfile").is_file():
+            return True
+        folder = folder.parent
+    return False
 
 
 def _emit(report: LintReport, fmt: str, output: Path | None) -> None:
@@ -80,7 +111,8 @@ def _emit(report: LintReport, fmt: str, output: Path | None) -> None:
     if output is not None or fmt != "text":
         # The document holds only findings; people still want the outcome and the skips.
         for s in report.skipped:
-            print(f"skipped {s.file}: {s.reason}", file=sys.stderr)
+            print(f"{'not checked' if s.unchecked else 'skipped'} {s.file}: {s.reason}",
+                  file=sys.stderr)
         for note in report.notes:
             print(f"note: {note}", file=sys.stderr)
         print(summary(report) + (f" → {output}" if output else ""), file=sys.stderr)

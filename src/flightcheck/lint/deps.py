@@ -47,6 +47,7 @@ IMPORT_NAMES: dict[str, tuple[str, ...]] = {
     "grpcio": ("grpc",),
     "grpcio-status": ("grpc_status",),
     "googleapis-common-protos": ("google.api", "google.rpc", "google.type", "google.longrunning"),
+    "grpc-google-iam-v1": ("google.iam",),
     "google-api-core": ("google.api_core",),
     "google-auth": ("google.auth", "google.oauth2"),
     "google-auth-oauthlib": ("google_auth_oauthlib",),
@@ -161,18 +162,75 @@ def import_names(dist: str) -> tuple[str, ...]:
     return (name.replace("-", "_"),)
 
 
+@dataclass(frozen=True)
+class Spec:
+    """One declaration of a distribution: where, and with which version constraint."""
+
+    dist: str  # normalised name
+    specifier: str  # PEP 440 specifier ("" when none); Poetry's ^/~ already translated
+    file: Path
+    line: int
+    locked: bool = False  # resolved through a lock file, or installed with constraints/hashes
+    main: bool = True  # what the service installs (not an optional extra or a dev group)
+
+
 @dataclass
 class Declared:
     """The dependency declarations found: distributions and the files that declare them."""
 
     distributions: set[str] = field(default_factory=set)
     files: list[Path] = field(default_factory=list)
+    specs: list[Spec] = field(default_factory=list)
+
+    def add(self, spec: Spec) -> None:
+        self.distributions.add(spec.dist)
+        self.specs.append(spec)
 
     def modules(self) -> set[str]:
         out: set[str] = set()
         for dist in self.distributions:
             out.update(import_names(dist))
         return out
+
+
+_EXTRAS = re.compile(r"^\s*[A-Za-z0-9][A-Za-z0-9._-]*\s*(?:\[[^\]]*\])?")
+
+
+def requirement_specifier(text: str) -> str:
+    """The version part of a requirement (``openai[x]>=1,<2 ; python_version>'3'`` → ``>=1,<2``)."""
+    text = text.split(" #", 1)[0].split(";", 1)[0].strip()
+    m = _EXTRAS.match(text)
+    rest = text[m.end():] if m else ""
+    if rest.lstrip().startswith("@"):
+        return "@"  # a direct reference (URL/path): as pinned as it gets
+    return rest.strip().strip("()").replace(" ", "")
+
+
+def poetry_specifier(value: object) -> str:
+    """Poetry's constraint syntax → PEP 440 (``^1.3`` → ``>=1.3,<2``; a bare version is exact)."""
+    if isinstance(value, dict):
+        value = value.get("version", "*") if "git" not in value and "path" not in value else "@"
+    if not isinstance(value, str):
+        return ""
+    out: list[str] = []
+    for part in value.split(","):
+        part = part.strip()
+        if part in ("", "*"):
+            continue
+        if part.startswith(("^", "~")) and not part.startswith("~="):
+            base = part.lstrip("^~").strip()
+            nums = [int(x) for x in re.findall(r"\d+", base)[:3]] or [0]
+            if part.startswith("^"):
+                i = next((k for k, n in enumerate(nums) if n), len(nums) - 1)
+            else:
+                i = min(1, len(nums) - 1) if len(nums) > 1 else 0
+            upper = [*nums[:i], nums[i] + 1]
+            out += [f">={base}", "<" + ".".join(map(str, upper))]
+        elif part[0].isdigit():
+            out.append("==" + part)
+        else:
+            out.append(part.replace(" ", ""))
+    return ",".join(out)
 
 
 def requirement_name(line: str) -> str | None:
@@ -199,7 +257,8 @@ def _read_requirements(path: Path, declared: Declared, seen: set[Path]) -> None:
         text = path.read_text(encoding="utf-8", errors="replace")
     except OSError:
         return
-    for raw in text.splitlines():
+    hashed = "--hash" in text
+    for number, raw in enumerate(text.splitlines(), 1):
         line = raw.strip()
         if line.startswith(("-r ", "--requirement ", "-c ", "--constraint ")):
             include = line.split(None, 1)[1].strip()
@@ -207,7 +266,7 @@ def _read_requirements(path: Path, declared: Declared, seen: set[Path]) -> None:
             continue
         name = requirement_name(line)
         if name:
-            declared.distributions.add(normalize(name))
+            declared.add(Spec(normalize(name), requirement_specifier(line), path, number, hashed))
 
 
 def _strings(value: object) -> Iterable[str]:
@@ -225,33 +284,47 @@ def _read_pyproject(path: Path, declared: Declared) -> None:
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
         return
     declared.files.append(path.resolve())
-    specs: list[str] = []
+    raw_text = path.read_text(encoding="utf-8")
+    locked = any((path.parent / lock).is_file() for lock in _LOCK_FILES)
+    specs: list[tuple[str, bool]] = []  # (PEP 508 string, main dependency)
     project = data.get("project", {})
     if isinstance(project, dict):
-        specs += _strings(project.get("dependencies", []))
+        specs += [(s, True) for s in _strings(project.get("dependencies", []))]
         optional = project.get("optional-dependencies", {})
         if isinstance(optional, dict):
             for group in optional.values():
-                specs += _strings(group)
+                specs += [(s, False) for s in _strings(group)]
     groups = data.get("dependency-groups", {})
     if isinstance(groups, dict):
         for group in groups.values():
-            specs += _strings(group)
-    for spec in specs:
+            specs += [(s, False) for s in _strings(group)]
+    for spec, main in specs:
         name = requirement_name(spec)
         if name:
-            declared.distributions.add(normalize(name))
+            declared.add(Spec(normalize(name), requirement_specifier(spec), path.resolve(),
+                              _line_of(raw_text, spec), locked, main))
     poetry = data.get("tool", {}).get("poetry", {}) if isinstance(data.get("tool"), dict) else {}
     if isinstance(poetry, dict):
-        tables = [poetry.get("dependencies"), poetry.get("dev-dependencies")]
+        tables = [(poetry.get("dependencies"), True), (poetry.get("dev-dependencies"), False)]
         group_tables = poetry.get("group", {})
         if isinstance(group_tables, dict):
-            tables += [g.get("dependencies") for g in group_tables.values() if isinstance(g, dict)]
-        for table in tables:
+            tables += [(g.get("dependencies"), False) for g in group_tables.values()
+                       if isinstance(g, dict)]
+        for table, main in tables:
             if isinstance(table, dict):
-                declared.distributions.update(
-                    normalize(str(k)) for k in table if str(k).lower() != "python"
-                )
+                for key, value in table.items():  # pyright: ignore[reportUnknownVariableType]
+                    if str(key).lower() != "python":
+                        declared.add(Spec(normalize(str(key)), poetry_specifier(value),
+                                          path.resolve(), _line_of(raw_text, str(key)), locked,
+                                          main))
+
+
+_LOCK_FILES = ("uv.lock", "poetry.lock", "pdm.lock", "Pipfile.lock", "pylock.toml")
+
+
+def _line_of(text: str, needle: str) -> int:
+    at = text.find(needle)
+    return text.count("\n", 0, at) + 1 if at >= 0 else 1
 
 
 def read_declarations(files: Iterable[Path]) -> Declared:
@@ -320,3 +393,27 @@ def _top_levels(dist: object) -> set[str]:
         elif len(parts) == 1 and f.suffix == ".py":
             tops.add(f.stem)
     return tops
+
+
+def add_image_installs(declared: Declared, dockerfile: Path, installs: Iterable[tuple[str, int, bool]],
+                       requirement_files: Iterable[tuple[str, int]]) -> None:
+    """What a Dockerfile's ``RUN pip install`` lines install counts as declared: the
+    requirements on the command line and the ``-r`` files (found in the build context)."""
+    installs = list(installs)
+    if installs and dockerfile not in declared.files:
+        declared.files.append(dockerfile)
+    for text, line, constrained in installs:
+        name = requirement_name(text)
+        if name:
+            declared.add(Spec(normalize(name), requirement_specifier(text), dockerfile, line,
+                              constrained))
+    context = dockerfile.parent
+    for written, _line in requirement_files:
+        parts = [p for p in Path(written).parts if p not in ("/", ".")]
+        # /app/requirements.txt in the image is requirements.txt of the context, most likely
+        for i in range(len(parts)):
+            candidate = context.joinpath(*parts[i:])
+            if candidate.is_file():
+                # already read as a requirements file of the tree: once is enough
+                _read_requirements(candidate, declared, set(declared.files))
+                break

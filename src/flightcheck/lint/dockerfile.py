@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import subprocess
 import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 from flightcheck.lint.textscan import Raw
 
@@ -247,3 +249,164 @@ def run_hadolint(binary: str, files: dict[str, str], timeout: float = 60) -> dic
 
 def suppressions(instructions: list[Instruction]) -> dict[int, set[str]]:
     return {i.line: i.silenced for i in instructions if i.silenced}
+
+
+# --- what the image installs ------------------------------------------------------------------
+
+
+class Install(NamedTuple):
+    """A requirement a ``RUN pip install`` line installs."""
+
+    requirement: str  # as written (``openai==1.55.3``)
+    line: int
+    constrained: bool  # the same command pins through -c constraints or --require-hashes
+
+
+_SEGMENT = re.compile(r"&&|\|\||;|\|")
+_PIP = re.compile(r"^(?:.*/)?pip(?:\d+(?:\.\d+)?)?$")
+# pip/uv options that take a value (the value is not a requirement).
+_VALUED = frozenset(
+    {"-r", "--requirement", "-c", "--constraint", "-i", "--index-url", "--extra-index-url",
+     "-f", "--find-links", "-t", "--target", "--prefix", "--root", "--platform",
+     "--python-version", "--implementation", "--abi", "--trusted-host", "--cert",
+     "--client-cert", "--proxy", "--retries", "--timeout", "--src", "--upgrade-strategy",
+     "--progress-bar", "--log", "--cache-dir", "--python", "-p", "--no-binary", "--only-binary",
+     "-e", "--editable", "--config-settings", "-C", "--global-option", "--extra",
+     "--index-strategy", "--keyring-provider", "--resolution", "--prerelease", "--exclude-newer",
+     "--link-mode", "--default-index", "--index"}
+)
+
+
+def pip_installs(instructions: Iterable[Instruction]) -> tuple[list[Install], list[tuple[str, int]]]:
+    """Requirements named on ``pip install`` / ``python -m pip install`` / ``uv pip install``
+    command lines of RUN instructions, and the requirement files they install with ``-r``."""
+    found: list[Install] = []
+    files: list[tuple[str, int]] = []
+    for ins in instructions:
+        if ins.keyword != "RUN" or "install" not in ins.args:
+            continue
+        for segment in _SEGMENT.split(ins.args):
+            try:
+                words = shlex.split(segment)
+            except ValueError:
+                words = segment.split()
+            start = _install_start(words)
+            if start is None:
+                continue
+            args = words[start:]
+            constrained = any(a in ("-c", "--constraint", "--require-hashes")
+                              or a.startswith(("--constraint=", "-c")) for a in args)
+            i = 0
+            while i < len(args):
+                word = args[i]
+                name, _, value = word.partition("=")
+                if word in ("-r", "--requirement") and i + 1 < len(args):
+                    files.append((args[i + 1], ins.line))
+                    i += 2
+                    continue
+                if name == "--requirement" and value:
+                    files.append((value, ins.line))
+                elif word.startswith("-r") and len(word) > 2 and not word.startswith("--"):
+                    files.append((word[2:], ins.line))
+                elif word in _VALUED:
+                    i += 1  # skip its value
+                elif not word.startswith("-") and _is_requirement(word):
+                    found.append(Install(word, ins.line, constrained))
+                i += 1
+    return found, files
+
+
+def _install_start(words: list[str]) -> int | None:
+    """Index after ``install`` when ``words`` is a pip install command line."""
+    for i, word in enumerate(words):
+        if word != "install" or i == 0:
+            continue
+        if _PIP.match(words[i - 1]):  # pip, pip3.11, .../bin/pip, python -m pip, uv pip
+            return i + 1
+    return None
+
+
+def _is_requirement(word: str) -> bool:
+    return not (
+        "$" in word or "/" in word or word.startswith(".") or "://" in word
+        or word.endswith((".whl", ".tar.gz", ".zip"))
+    )
+
+
+def healthcheck_lines(instructions: Iterable[Instruction]) -> set[int]:
+    return {i.line for i in instructions if i.keyword == "HEALTHCHECK"}
+
+
+# --- the build context: what `COPY .` would put into the image (FC806) -------------------------
+
+_ENV_TEMPLATES = (".example", ".sample", ".template", ".dist", ".defaults")
+
+
+def whole_context_copies(instructions: Iterable[Instruction]) -> list[int]:
+    """Lines of ``COPY``/``ADD`` instructions that copy the whole build context."""
+    lines: list[int] = []
+    for ins in instructions:
+        if ins.keyword not in ("COPY", "ADD"):
+            continue
+        words = [w for w in ins.args.split() if not w.startswith("--")]
+        if any(w.startswith("--from") for w in ins.args.split()) or len(words) < 2:
+            continue
+        if any(src in (".", "./", "*", "./*") for src in words[:-1]):
+            lines.append(ins.line)
+    return lines
+
+
+def context_offenders(context: Path, pycache: Iterable[str]) -> list[str]:
+    """What a build context should not send: secrets (.env), history (.git), a host virtualenv
+    (.venv) and bytecode (__pycache__, which changes on every run and busts the cache)."""
+    found: list[str] = []
+    try:
+        entries = sorted(context.iterdir())
+    except OSError:
+        return found
+    for entry in entries:
+        name = entry.name
+        if name == ".git" or (name in (".venv", "venv") and (entry / "pyvenv.cfg").exists()):
+            found.append(name)
+        elif (name == ".env" or name.startswith(".env.")) and entry.is_file() and \
+                not name.endswith(_ENV_TEMPLATES):
+            found.append(name)
+    found += list(pycache)[:3]
+    return found
+
+
+def dockerignore_excludes(patterns: list[str], path: str) -> bool:
+    """Whether ``.dockerignore`` patterns exclude ``path`` (or a directory above it): Docker's
+    rules — last match wins, ``!`` re-includes, ``**`` spans directories, leading ``/`` ignored."""
+    excluded = False
+    parts = path.split("/")
+    prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+    for raw in patterns:
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        negate = line.startswith("!")
+        pattern = line[1:].strip() if negate else line
+        pattern = pattern.lstrip("/").removeprefix("./").rstrip("/")
+        regex = _glob_regex(pattern)
+        if any(regex.fullmatch(p) for p in prefixes):
+            excluded = not negate
+    return excluded
+
+
+def _glob_regex(pattern: str) -> re.Pattern[str]:
+    out = ""
+    i = 0
+    while i < len(pattern):
+        c = pattern[i]
+        if pattern.startswith("**/", i):
+            out += "(?:.*/)?"
+            i += 3
+            continue
+        if pattern.startswith("**", i):
+            out += ".*"
+            i += 2
+            continue
+        out += "[^/]*" if c == "*" else "[^/]" if c == "?" else re.escape(c)
+        i += 1
+    return re.compile(out)

@@ -22,18 +22,36 @@ import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fnmatch import fnmatch
+from functools import partial
 from pathlib import Path
 from typing import IO
 
+from flightcheck import __version__
 from flightcheck.config import LintConfig
 from flightcheck.errors import ConfigError, StageError, UsageError
-from flightcheck.lint import dockerfile, worker
-from flightcheck.lint.deps import installed_import_names, is_declaration, read_declarations
-from flightcheck.lint.pyscan import NAMESPACE_ROOTS, FileResult, Settings
+from flightcheck.lint import aideps, dockerfile, worker
+from flightcheck.lint.cache import Entry, LintCache, digest, disabled_by_env, key_of
+from flightcheck.lint.callgraph import blocking_calls
+from flightcheck.lint.cloudrun_contract import Contract
+from flightcheck.lint.deps import (
+    add_image_installs,
+    installed_import_names,
+    is_declaration,
+    read_declarations,
+)
+from flightcheck.lint.pyscan import (
+    NAMESPACE_ROOTS,
+    FileResult,
+    FunctionFacts,
+    Settings,
+    function_facts,
+)
 from flightcheck.lint.rules import RULES, TEST_EXEMPT, UPSTREAM, codes_for
+from flightcheck.lint.target import HOST, Service, Target, is_version_syntax, target_python
 from flightcheck.lint.textscan import FLOATING_MODELS, Raw
+from flightcheck.lint.typegate import TypeGate
 from flightcheck.results import Finding, Severity
 
 # Directories never worth scanning, whatever the config says.
@@ -54,6 +72,7 @@ _MAX_ARGS_CHARS = 100_000
 class SkippedFile:
     file: str
     reason: str
+    unchecked: bool = True  # False: nothing to check there (binary data in a config file)
 
 
 @dataclass
@@ -80,6 +99,12 @@ class LintReport:
     def failed(self) -> bool:
         return self.count(Severity.ERROR) > 0
 
+    @property
+    def unchecked(self) -> list[SkippedFile]:
+        """Files and directories that were not checked (too large, unreadable): a run that
+        skipped them did not check everything, so ``--strict`` fails it."""
+        return [s for s in self.skipped if s.unchecked]
+
 
 @dataclass
 class _Files:
@@ -89,6 +114,7 @@ class _Files:
     declarations: list[Path] = field(default_factory=list)
     local: set[str] = field(default_factory=set)
     skipped: list[SkippedFile] = field(default_factory=list)
+    pycache: list[Path] = field(default_factory=list)  # bytecode directories seen (FC806)
     python_bytes: int = 0
 
 
@@ -193,7 +219,9 @@ def _discover(root: Path, paths: list[Path], config: LintConfig) -> _Files:
         if is_declaration(name):
             files.declarations.append(path)
         if size > limit:
-            files.skipped.append(SkippedFile(rel, f"larger than max_file_kb ({size // 1024} KiB > {config.max_file_kb} KiB)"))
+            files.skipped.append(SkippedFile(
+                rel, f"larger than max_file_kb ({size // 1024} KiB > "
+                f"{config.max_file_kb} KiB); raise [lint].max_file_kb to check it"))
             return
         task = worker.Task(str(path), rel, kind, _is_test(rel))
         if kind == "python":
@@ -212,16 +240,23 @@ def _discover(root: Path, paths: list[Path], config: LintConfig) -> _Files:
         if start.is_file():
             add(start, _rel(root, start), start.stat().st_size)
             continue
-        for dirpath, dirnames, filenames in os.walk(start):
+        def unreadable(err: OSError, start: Path = start) -> None:
+            where = _rel(root, Path(err.filename)) if err.filename else _rel(root, start)
+            files.skipped.append(SkippedFile(
+                where, f"directory not readable ({err.strerror or err})"))
+
+        for dirpath, dirnames, filenames in os.walk(start, onerror=unreadable):
             here = Path(dirpath)
             rel_dir = _rel(root, here)
             rel_dir = "" if rel_dir == "." else rel_dir
             keep = []
             for d in dirnames:
                 rel = f"{rel_dir}/{d}" if rel_dir else d
+                if d == "__pycache__" and len(files.pycache) < 100:
+                    files.pycache.append(here / d)
                 if d in _SKIP_DIRS or _excluded(rel, d, config.exclude):
                     continue
-                if (here / d / "pyvenv.cfg").exists():
+                if _exists(here / d / "pyvenv.cfg"):
                     continue  # a virtualenv under another name
                 keep.append(d)
             dirnames[:] = sorted(keep)
@@ -245,18 +280,76 @@ def _discover(root: Path, paths: list[Path], config: LintConfig) -> _Files:
         if extra.is_file() and extra not in files.declarations:
             files.declarations.append(extra)
     for base in (project, project / "src"):
-        if base.is_dir():
-            for entry in base.iterdir():
-                if entry.suffix == ".py":
-                    files.local.add(entry.stem)
-                elif entry.is_dir() and (entry / "__init__.py").exists():
-                    files.local.add(entry.name)
+        try:
+            entries = list(base.iterdir()) if base.is_dir() else []
+        except OSError:
+            continue  # outside the scanned paths: not ours to report
+        for entry in entries:
+            if entry.suffix == ".py":
+                files.local.add(entry.stem)
+            elif _exists(entry / "__init__.py"):
+                files.local.add(entry.name)
     for start in paths:
         pkg = start if start.is_dir() else start.parent
-        while (pkg / "__init__.py").exists() and pkg.parent != pkg:
+        while _exists(pkg / "__init__.py") and pkg.parent != pkg:
             files.local.add(pkg.name)  # the packages the scanned files live in
             pkg = pkg.parent
     return files
+
+
+def _image_hygiene(root: Path, service: Service, files: _Files,
+                   parsed: dict[str, list[dockerfile.Instruction]]) -> Iterator[FileResult]:
+    """FC806: ``COPY .`` of a context holding .env/.git/.venv/__pycache__ that no
+    .dockerignore excludes."""
+    paths = dict((rel, path) for path, rel in files.dockerfiles)
+    for rel, instructions in parsed.items():
+        copies = dockerfile.whole_context_copies(instructions)
+        if not copies:
+            continue
+        path = paths[rel]
+        context = (service.context if service.context is not None
+                   and service.dockerfile is not None and path == service.dockerfile.resolve()
+                   else path.parent)
+        pycache = [_rel(context, d) for d in files.pycache if d.is_relative_to(context)]
+        offenders = dockerfile.context_offenders(context, pycache)
+        patterns: list[str] = []
+        for ignore in (path.with_name(path.name + ".dockerignore"), context / ".dockerignore"):
+            if ignore.is_file():
+                patterns = ignore.read_text(encoding="utf-8", errors="replace").splitlines()
+                break
+        left = [o for o in offenders if not dockerfile.dockerignore_excludes(patterns, o)]
+        if not left:
+            continue
+        why = "no .dockerignore" if not patterns else ".dockerignore does not exclude them"
+        yield FileResult(rel, raws=[Raw(
+            "FC806", copies[0], 1,
+            f"COPY of the whole build context takes {', '.join(left)} into the image ({why}): "
+            "secrets and history ship with it, and every change to them rebuilds the layer")])
+
+
+def _module_table(tasks: list[worker.Task]) -> dict[str, str]:
+    """Dotted module name → file; the name with the fewest leading directories dropped wins
+    (``app.main`` is ``app/main.py`` before ``src/x/app/main.py``)."""
+    ranked: dict[str, tuple[int, str]] = {}
+    for task in tasks:
+        for dropped, name in enumerate(_module_names(task.rel)):
+            if name not in ranked or ranked[name] > (dropped, task.rel):
+                ranked[name] = (dropped, task.rel)
+    return {name: rel for name, (_, rel) in ranked.items()}
+
+
+def _read_text(root: Path, rel: str) -> str | None:
+    try:
+        return (root / rel).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def _exists(path: Path) -> bool:
+    try:
+        return path.exists()
+    except OSError:  # a directory we may not look into: os.walk reports it
+        return False
 
 
 def _module_names(rel: str) -> list[str]:
@@ -271,13 +364,16 @@ def _project_root(start: Path) -> Path:
     """The nearest directory at or above ``start`` that declares a project (pyproject.toml,
     requirements*.txt, setup.py) or holds .git; ``start`` itself when there is none."""
     for folder in (start, *start.parents):
-        if (
-            (folder / "pyproject.toml").is_file()
-            or (folder / "setup.py").is_file()
-            or (folder / ".git").exists()
-            or any(folder.glob("requirements*.txt"))
-        ):
-            return folder
+        try:
+            if (
+                (folder / "pyproject.toml").is_file()
+                or (folder / "setup.py").is_file()
+                or (folder / ".git").exists()
+                or any(folder.glob("requirements*.txt"))
+            ):
+                return folder
+        except OSError:
+            continue
     return start
 
 
@@ -296,11 +392,15 @@ def find_tool(name: str) -> str | None:
 class _Ruff:
     """ruff over the Python files, started now, collected later."""
 
-    def __init__(self, binary: str, tasks: list[worker.Task], select: list[str]) -> None:
+    def __init__(self, binary: str, tasks: list[worker.Task], select: list[str],
+                 target: Target | None = None) -> None:
         self._rel = {t.path: t.rel for t in tasks}
         self._procs: list[tuple[subprocess.Popen[bytes], IO[bytes]]] = []
+        self.target = target
+        self.parse_errors: set[str] = set()  # files ruff's parser rejects (for the target)
+        version = ["--target-version", target.ruff] if target is not None else []
         base = [binary, "check", "--isolated", "--no-cache", "--exit-zero", "--quiet",
-                "--output-format", "json", "--select", ",".join(select), "--"]
+                "--output-format", "json", *version, "--select", ",".join(select), "--"]
         for chunk in _chunks([t.path for t in tasks]):
             out = tempfile.TemporaryFile()
             proc = subprocess.Popen([*base, *chunk], stdout=out, stderr=subprocess.DEVNULL)
@@ -323,9 +423,13 @@ class _Ruff:
             for item in items:
                 code = UPSTREAM.get(str(item.get("code")))
                 rel = self._rel.get(str(item.get("filename")))
-                if code is None or rel is None:
-                    continue  # syntax errors come from the real compiler instead
+                if rel is None:
+                    continue
                 loc = item.get("location") or {}
+                if code is None:
+                    if item.get("code") in (None, "invalid-syntax"):
+                        self._syntax(rel, str(item.get("message")), loc, found)
+                    continue
                 line = int(loc.get("row") or 1)
                 # subject: the row where ruff looks for noqa comments (end of a multi-line string)
                 raw = Raw(code, line, int(loc.get("column") or 1),
@@ -334,27 +438,26 @@ class _Ruff:
                 found.setdefault(rel, []).append(raw)
         return found
 
+    def _syntax(self, rel: str, message: str, loc: dict[str, object],
+                found: dict[str, list[Raw]]) -> None:
+        """Syntax the target Python lacks is FC102; other syntax errors are the compiler's
+        (FC101), remembered to judge files written for a newer Python than this one."""
+        if self.target is not None and is_version_syntax(message):
+            line = int(str(loc.get("row") or 1))
+            found.setdefault(rel, []).append(
+                Raw("FC102", line, int(str(loc.get("column") or 1)),
+                    f"{message.removeprefix('SyntaxError: ')}: the service runs Python "
+                    f"{self.target.label} ({self.target.source})")
+            )
+        else:
+            self.parse_errors.add(rel)
+
     def kill(self) -> None:
         for proc, out in self._procs:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
             out.close()
-
-
-def _ruff_candidates(tasks: list[worker.Task]) -> list[worker.Task]:
-    """Files the ruff rules can match at all: ASYNC2xx need an ``async def``, S113 needs
-    requests or httpx. Reading them here is cheap; parsing them twice is not."""
-    out: list[worker.Task] = []
-    for task in tasks:
-        try:
-            with open(task.path, "rb") as fh:
-                data = fh.read()
-        except OSError:
-            continue
-        if b"async" in data or b"requests" in data or b"httpx" in data:
-            out.append(task)
-    return out
 
 
 def _chunks(paths: list[str]) -> Iterator[list[str]]:
@@ -374,10 +477,13 @@ def _chunks(paths: list[str]) -> Iterator[list[str]]:
 
 
 def lint_paths(
-    root: Path, paths: list[Path], config: LintConfig, *, use_hadolint: bool = True
+    root: Path, paths: list[Path], config: LintConfig, *, use_hadolint: bool = True,
+    service: Service | None = None,
 ) -> LintReport:
     """Lint ``paths`` (files or directories); findings' files are relative to ``root``.
 
+    ``service``: the deployed service's Dockerfile, port and probe paths (default: the
+    ``Dockerfile`` at the root or the project root, the default port and probes).
     ``use_hadolint=False`` forces the builtin Dockerfile checks (tests compare the two).
     """
     started = time.perf_counter()
@@ -388,6 +494,11 @@ def lint_paths(
     files = _discover(root, [p.resolve() for p in paths], config)
     report.skipped.extend(files.skipped)
     declared = read_declarations(files.declarations)
+    parsed_dockerfiles = _parse_dockerfiles(files.dockerfiles)
+    for path, rel in files.dockerfiles:
+        if rel in parsed_dockerfiles:
+            installs, req_files = dockerfile.pip_installs(parsed_dockerfiles[rel])
+            add_image_installs(declared, path, installs, req_files)
     settings = Settings.build(
         enabled=enabled,
         stdlib=frozenset(sys.stdlib_module_names),
@@ -396,36 +507,219 @@ def lint_paths(
         floating=FLOATING_MODELS | frozenset(config.extra_floating_models),
     )
 
+    service = service or _default_service(root)
+    service_df = _service_dockerfile(service, files.dockerfiles, parsed_dockerfiles)
+    project = _project_root(root)
+    target = target_python(service_df[1] if service_df else None,
+                           service_df[0] if service_df else None, project)
+    python = target.label if target is not None else f"{HOST[0]}.{HOST[1]}"
+    if target is not None and (target.version == HOST or "FC102" not in enabled):
+        target = None  # this interpreter's compiler judges exactly the service's syntax
     ruff_select = [u for u in _RUFF_CODES if UPSTREAM[u] in enabled]
+    if target is not None:
+        ruff_select = ruff_select or ["ASYNC210"]
+
+    # Unchanged files: their results come from the cache, keyed by content hash.
+    hashes, candidates = _fingerprint(files.python + files.text)
+    ruff_bin = find_tool("ruff") if ruff_select else None
+    ty_bin = find_tool("ty")
+    cache: LintCache | None = None
+    if config.cache and not disabled_by_env():
+        cache = LintCache.open(root, key_of(
+            __version__, sys.version, sorted(enabled), settings.fingerprint(), python, target,
+            ruff_select, _tool_id(ruff_bin), _tool_id(ty_bin)))
+    cached: dict[str, Entry] = {}
+    if cache is not None:
+        for task in files.python + files.text:
+            entry = cache.lookup(task.rel, hashes.get(task.rel, b""))
+            if entry is not None:
+                cached[task.rel] = entry
+    todo = _Files(python=[t for t in files.python if t.rel not in cached],
+                  text=[t for t in files.text if t.rel not in cached])
+    todo.python_bytes = sum(_size(t.path) for t in todo.python)
+
+    own = [t for t in files.python if not t.is_test]
+    type_key = key_of(python, sorted((t.rel, hashes.get(t.rel)) for t in own))
+    type_results: dict[str, list[Raw]] | None = None
+    gate: TypeGate | None = None
+    if cache is not None and cache.type_key == type_key:
+        type_results = cache.type_results
+    else:
+        gate = _start_type_gate(root, own, enabled, python, ty_bin, report)
+
     ruff: _Ruff | None = None
-    ruff_files = _ruff_candidates(files.python) if ruff_select else []
+    ruff_files = ([t for t in todo.python if target is not None or t.rel in candidates]
+                  if ruff_select else [])
     if ruff_files:
-        binary = find_tool("ruff")
-        if binary is None:
-            report.notes.append("ruff not found: FC401-FC403, FC405 and FC502 (requests) not checked")
+        if ruff_bin is None:
+            report.notes.append("ruff not found: FC102, FC401-FC403, FC405 and FC502 (requests) "
+                                "not checked")
         else:
-            ruff = _Ruff(binary, ruff_files, ruff_select)
-            report.tools["ruff"] = binary
+            ruff = _Ruff(ruff_bin, ruff_files, ruff_select, target)
+            report.tools["ruff"] = ruff_bin
     extra: dict[str, list[Raw]] = {}
+    complete = True  # every tool answered: what this run found may be cached
     try:
-        results = list(_scan(files, settings))
-        report.files = sum(1 for r in results if not r.skipped)
+        fresh = list(_scan(todo, settings))
         if ruff is not None:
             try:
                 extra = ruff.results()
             except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
-                report.notes.append(f"ruff failed ({exc}): FC401-FC403, FC405 and FC502 "
+                complete = False
+                report.notes.append(f"ruff failed ({exc}): FC102, FC401-FC403, FC405 and FC502 "
                                     "(requests) not checked")
+        if gate is not None:
+            try:
+                type_results = gate.results()
+            except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+                report.notes.append(f"ty failed ({exc}): the type gate (FC901-FC905) not checked")
     finally:
         if ruff is not None:
             ruff.kill()
+        if gate is not None:
+            gate.kill()
+
+    ruffed = {t.rel for t in ruff_files} if ruff is not None else set()
+    parse_errors = set(ruff.parse_errors) if ruff is not None else set()
+    entries: dict[str, Entry] = dict(cached)
+    for res in fresh:
+        if res.rel in hashes:
+            entries[res.rel] = Entry(hashes[res.rel], res,
+                                     extra.get(res.rel, []) if res.rel in ruffed else None,
+                                     res.rel in parse_errors)
+    if cache is not None and complete:  # the key names the tools: a missing one is a new key
+        note = cache.save(root, entries, type_key if type_results is not None else "",
+                          type_results or {})
+        if note:
+            report.notes.append(note)
+    results = [e.result for e in cached.values()] + fresh
+    report.files = sum(1 for r in results if not r.skipped)
+    for rel, entry in cached.items():
+        if entry.ruff:
+            extra[rel] = entry.ruff
+        if entry.ruff_parse_error:
+            parse_errors.add(rel)
+    if cached:
+        report.tools["cache"] = f"{len(cached)} of {len(files.python) + len(files.text)} files"
+    for rel, raws in (type_results or {}).items():
+        results.append(FileResult(rel, raws=raws))
     for rel, raws in extra.items():
         results.append(FileResult(rel, raws=raws))
+    if service_df is not None and enabled & {"FC821", "FC822", "FC823"}:
+        contract = Contract(root, service, service_df[0], service_df[1],
+                            _module_table(files.python), {t.rel for t in files.python},
+                            partial(_read_text, root))
+        for rel, raws in contract.check().items():
+            results.append(FileResult(rel, raws=raws))
+    if "FC406" in enabled:
+        modules = _module_table(files.python)
 
-    results.extend(_dockerfiles(files.dockerfiles, enabled, report, use_hadolint))
-    _finish(report, results, declared.distributions, enabled, severities, bool(declared.files))
+        def facts(rel: str) -> dict[str, FunctionFacts]:
+            text = _read_text(root, rel)
+            return function_facts(settings, rel, text) if text is not None else {}
+
+        for rel, raws in blocking_calls(results, _module_names, modules, facts).items():
+            results.append(FileResult(rel, raws=raws))
+    if target is not None and target.version > HOST:
+        _newer_syntax(results, parse_errors, target, report)
+
+    results.extend(_dockerfiles(files.dockerfiles, parsed_dockerfiles, enabled, report, use_hadolint))
+    if "FC211" in enabled:
+        for rel, raws in aideps.unpinned(declared.specs, root).items():
+            results.append(FileResult(rel, raws=raws))
+    if "FC806" in enabled:
+        results.extend(_image_hygiene(root, service, files, parsed_dockerfiles))
+    _finish(report, results, declared.distributions, enabled, severities, bool(declared.files),
+            aideps.without_legacy_api(declared.specs))
     report.seconds = round(time.perf_counter() - started, 3)
     return report
+
+
+def _fingerprint(tasks: list[worker.Task]) -> tuple[dict[str, bytes], set[str]]:
+    """Content hash of every file, and the Python files ruff's rules can match at all
+    (ASYNC2xx need an ``async def``, S113 needs requests or httpx): one read per file."""
+    hashes: dict[str, bytes] = {}
+    candidates: set[str] = set()
+    for task in tasks:
+        try:
+            with open(task.path, "rb") as fh:
+                data = fh.read()
+        except OSError:
+            continue  # the worker reports it
+        hashes[task.rel] = digest(data)
+        if task.kind == "python" and (b"async" in data or b"requests" in data or b"httpx" in data):
+            candidates.add(task.rel)
+    return hashes, candidates
+
+
+def _tool_id(binary: str | None) -> tuple[str, int, int] | None:
+    """A tool's identity for the cache key: its path, size and mtime (a new version differs)."""
+    if binary is None:
+        return None
+    try:
+        st = os.stat(binary)
+    except OSError:
+        return None
+    return binary, st.st_size, int(st.st_mtime)
+
+
+def _start_type_gate(root: Path, own: list[worker.Task], enabled: frozenset[str], python: str,
+                     binary: str | None, report: LintReport) -> TypeGate | None:
+    """ty over the project's own files (a test calling wrongly fails the test, not prod)."""
+    if not enabled & {"FC901", "FC902", "FC903", "FC904", "FC905"} or not own:
+        return None
+    if binary is None:
+        report.notes.append("ty not found: the type gate (FC901-FC905) not checked "
+                            "(pip install flightcheck brings it)")
+        return None
+    modules = {name: t.rel for t in own for name in _module_names(t.rel)}
+    try:
+        gate = TypeGate(binary, root, {t.path: t.rel for t in own}, modules, python)
+    except OSError as exc:
+        report.notes.append(f"ty could not start ({exc}): the type gate (FC901-FC905) not checked")
+        return None
+    report.tools["ty"] = binary
+    return gate
+
+
+def _default_service(root: Path) -> Service:
+    for folder in (root, _project_root(root)):
+        if (folder / "Dockerfile").is_file():
+            return Service(dockerfile=folder / "Dockerfile")
+    return Service()
+
+
+def _service_dockerfile(
+    service: Service, found: list[tuple[Path, str]], parsed: dict[str, list[dockerfile.Instruction]]
+) -> tuple[str, list[dockerfile.Instruction]] | None:
+    """The service's Dockerfile among the scanned ones (rel, instructions)."""
+    if service.dockerfile is None:
+        return None
+    want = service.dockerfile.resolve()
+    for path, rel in found:
+        if path == want and rel in parsed:
+            return rel, parsed[rel]
+    try:  # outside the scanned paths (lint of src/ only): still the service's Python
+        return service.dockerfile.name, dockerfile.parse(want.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def _newer_syntax(results: list[FileResult], parse_errors: set[str], target: Target,
+                  report: LintReport) -> None:
+    """The service runs a newer Python than this one: a file this compiler rejects but ruff
+    parses for the target (PEP 695 ``type``, 3.12 f-strings, …) is valid there."""
+    spared = 0
+    for i, res in enumerate(results):  # copies: cached results stay as the worker made them
+        if res.rel in parse_errors or not any(r.code == "FC101" for r in res.raws):
+            continue
+        results[i] = replace(res, raws=[r for r in res.raws if r.code != "FC101"])
+        spared += 1
+    if spared:
+        report.notes.append(
+            f"{spared} file(s) use syntax newer than Python {HOST[0]}.{HOST[1]} (which runs "
+            f"flightcheck): checked with ruff's parser for Python {target.label} only; run "
+            f"flightcheck on Python {target.label} for the compiler's checks")
 
 
 def _scan(files: _Files, settings: Settings) -> Iterator[FileResult]:
@@ -514,18 +808,23 @@ def _size(path: str) -> int:
         return 0
 
 
-def _dockerfiles(
-    found: list[tuple[Path, str]], enabled: frozenset[str], report: LintReport, use_hadolint: bool
-) -> Iterator[FileResult]:
-    if not found or not enabled & {"FC801", "FC802", "FC803", "FC804", "FC805"}:
-        return
+def _parse_dockerfiles(found: list[tuple[Path, str]]) -> dict[str, list[dockerfile.Instruction]]:
     parsed: dict[str, list[dockerfile.Instruction]] = {}
     for path, rel in found:
         try:
             text = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError):
-            continue  # the text pass already noted it
+            continue  # the text pass notes it
         parsed[rel] = dockerfile.parse(text)
+    return parsed
+
+
+def _dockerfiles(
+    found: list[tuple[Path, str]], parsed: dict[str, list[dockerfile.Instruction]],
+    enabled: frozenset[str], report: LintReport, use_hadolint: bool
+) -> Iterator[FileResult]:
+    if not found or not enabled & {"FC801", "FC802", "FC803", "FC804", "FC805"}:
+        return
     via_hadolint: dict[str, list[Raw]] | None = None
     binary = find_tool("hadolint") if use_hadolint else None
     if binary is not None:
@@ -539,7 +838,11 @@ def _dockerfiles(
     for rel, instructions in parsed.items():
         raws = dockerfile.own_rules(instructions, enabled)
         if via_hadolint is not None:
-            raws += [r for r in via_hadolint.get(rel, []) if r.code in enabled]
+            # DL3025 also fires on a shell-form HEALTHCHECK CMD, which runs fine: only
+            # CMD/ENTRYPOINT are meant.
+            health = dockerfile.healthcheck_lines(instructions)
+            raws += [r for r in via_hadolint.get(rel, [])
+                     if r.code in enabled and not (r.code == "FC803" and r.line in health)]
         else:
             raws += dockerfile.builtin_rules(instructions, enabled)
         yield FileResult(rel, raws=raws, suppress=dockerfile.suppressions(instructions))
@@ -552,6 +855,7 @@ def _finish(
     enabled: frozenset[str],
     severities: dict[str, Severity],
     has_declarations: bool,
+    without_legacy: frozenset[str] = frozenset(),
 ) -> None:
     suppress: dict[str, dict[int, set[str]]] = {}
     pending: list[tuple[str, Raw]] = []
@@ -559,7 +863,7 @@ def _finish(
     undecided: list[tuple[str, Raw]] = []
     for res in results:
         if res.skipped:
-            report.skipped.append(SkippedFile(res.rel, res.skipped))
+            report.skipped.append(SkippedFile(res.rel, res.skipped, res.unchecked))
         report.lines += res.lines
         report.parsed += res.parsed
         if res.suppress:
@@ -584,6 +888,8 @@ def _finish(
             continue
         if raw.code in TEST_EXEMPT and tests.setdefault(rel, _is_test(rel)):
             continue
+        if raw.code == "FC212" and raw.subject not in without_legacy:
+            continue  # the declared version still has the old API
         rule = RULES[raw.code]
         line_codes = suppress.get(rel, {})
         silenced = line_codes.get(raw.line, set())

@@ -65,7 +65,8 @@ def render_text(report: LintReport, color: bool = False) -> str:
     if report.findings:
         out.append("")
     for s in report.skipped:
-        out.append(paint(f"skipped {s.file}: {s.reason}", "dim"))
+        out.append(paint(f"{'not checked' if s.unchecked else 'skipped'} {s.file}: {s.reason}",
+                         "dim"))
     for note in report.notes:
         out.append(paint(f"note: {note}", "dim"))
     out.append(summary(report, color=color))
@@ -84,8 +85,11 @@ def summary(report: LintReport, *, color: bool = False) -> str:
     cats = Counter(f.category for f in report.findings)
     if cats:
         text += " — " + ", ".join(f"{c} {n}" for c, n in sorted(cats.items()))
-    if report.skipped:
-        text += f"; {len(report.skipped)} skipped"
+    unchecked = len(report.unchecked)
+    if unchecked:
+        text += f"; {unchecked} not checked"
+    if len(report.skipped) > unchecked:
+        text += f"; {len(report.skipped) - unchecked} skipped"
     return text
 
 
@@ -132,7 +136,8 @@ def to_sarif(report: LintReport) -> dict[str, Any]:
     codes = list(RULES)
     index = {c: i for i, c in enumerate(codes)}
     notes = [
-        {"level": "note", "message": {"text": f"skipped {s.file}: {s.reason}"}}
+        {"level": "warning" if s.unchecked else "note",
+         "message": {"text": f"{'not checked' if s.unchecked else 'skipped'} {s.file}: {s.reason}"}}
         for s in report.skipped
     ] + [{"level": "warning", "message": {"text": n}} for n in report.notes]
     return {

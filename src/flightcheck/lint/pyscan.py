@@ -49,6 +49,11 @@ class Settings:
         spaces = {d.rsplit(".", i)[0] for d in declared for i in range(1, d.count(".") + 1)}
         return cls(enabled, stdlib, local, declared, floating, frozenset(spaces))
 
+    def fingerprint(self) -> tuple[tuple[str, ...], ...]:
+        """The settings in a stable order (a frozenset's order changes between processes)."""
+        return tuple(tuple(sorted(f)) for f in (self.enabled, self.stdlib, self.local,
+                                                 self.declared, self.floating, self.namespaces))
+
     def resolves(self, module: str) -> bool:
         top = module.partition(".")[0]
         if top in self.stdlib or top in self.local or top == "__future__":
@@ -66,6 +71,10 @@ class Settings:
         return module in self.namespaces
 
 
+Call = tuple[str, int, int]
+FunctionFacts = tuple[bool, "tuple[str, int] | None", list[Call]]
+
+
 @dataclass
 class FileResult:
     rel: str
@@ -73,11 +82,17 @@ class FileResult:
     suppress: dict[int, set[str]] = field(default_factory=dict)
     lines: int = 0
     skipped: str | None = None
+    # A skip that left the file unchecked (it fails the gate under --strict); False for files
+    # with nothing to check (binary data under a config-file name).
+    unchecked: bool = True
     parsed: bool = False  # whether the AST path ran (for the benchmark's curiosity)
     # Cross-module facts for FC404: module-level LLM clients defined here (name → kind), and
     # calls in async code on clients defined elsewhere (subject: the client's dotted name).
     exports: dict[str, str] = field(default_factory=dict)
     pending: list[Raw] = field(default_factory=list)
+    # The call graph for FC406: qualname → (is async, first blocking call (label, line) or
+    # None, calls [(target, line, col)]); a target is dotted-absolute, or ".name" in this module.
+    functions: dict[str, FunctionFacts] = field(default_factory=dict)
 
 
 # --- cheap text gates ----------------------------------------------------------------------
@@ -101,8 +116,8 @@ LLM_MODULES: tuple[str, ...] = (
     "openai", "anthropic", "groq", "mistralai", "litellm", "together", "cohere",
     "google.genai", "google.generativeai", "vertexai",
 )
-_AI_CODES = frozenset({"FC404", "FC501", "FC502", "FC503", "FC601"})
-_AI_NEEDLES = ("genai", "urlopen", "generate_content", "embed_content")
+_AI_CODES = frozenset({"FC404", "FC501", "FC502", "FC503", "FC601", "FC212", "FC213"})
+_AI_NEEDLES = ("genai", "generativeai", "urlopen", "generate_content", "embed_content")
 _LLM_METHOD = re.compile(
     r"\.(?:completions|messages|responses|embeddings)\.(?:create|parse|stream)\b|\.chat\.complete"
 )
@@ -165,6 +180,58 @@ def decode(data: bytes) -> str | None:
     return None
 
 
+_COOKIE = re.compile(rb"^[ \t\f]*#.*?coding[:=][ \t]*([-\w.]+)")
+
+
+def undecodable_python(data: bytes) -> Raw | None:
+    """FC101 for bytes CPython refuses before parsing: NUL bytes, an unknown or wrong PEP 263
+    encoding, non-UTF-8 without a declaration (what ``python FILE`` reports). None: decodable."""
+    nul = data.find(b"\0")
+    if nul != -1:
+        line, col = _byte_position(data, nul)
+        return Raw("FC101", line, col, "SyntaxError: source code cannot contain null bytes")
+    cookie: str | None = None
+    cookie_line = 1
+    for i, head in enumerate(data[:400].split(b"\n", 2)[:2]):
+        m = _COOKIE.match(head)
+        if m:
+            cookie, cookie_line = m.group(1).decode("ascii"), i + 1
+            break
+        if head.strip() and not head.lstrip().startswith(b"#"):
+            break  # the declaration must be on line 1, or line 2 after a comment line
+    if cookie is None:
+        try:
+            data.decode("utf-8-sig")
+            return None
+        except UnicodeDecodeError as exc:
+            line, col = _byte_position(data, exc.start)
+            return Raw("FC101", line, col, f"SyntaxError: Non-UTF-8 code starting with "
+                       f"'\\x{data[exc.start]:02x}' on line {line}, but no encoding declared "
+                       "(PEP 263)")
+    try:
+        data.decode(cookie)
+    except LookupError:
+        return Raw("FC101", cookie_line, 1, f"SyntaxError: unknown encoding: {cookie}")
+    except UnicodeDecodeError as exc:
+        line, col = _byte_position(data, exc.start)
+        return Raw("FC101", line, col, f"SyntaxError: (unicode error) {exc}")
+    return None
+
+
+def _byte_position(data: bytes, offset: int) -> tuple[int, int]:
+    return data.count(b"\n", 0, offset) + 1, offset - (data.rfind(b"\n", 0, offset) + 1) + 1
+
+
+def _too_deep(exc: BaseException, text: str) -> Raw:
+    """CPython's compiler gives up on deeply nested code (``a+a+…`` × 3000, ``not`` × 100k):
+    the service dies on import just the same. The longest line is the likely culprit."""
+    lines = text.splitlines() or [""]
+    longest = max(range(len(lines)), key=lambda i: len(lines[i]))
+    what = str(exc) or "the parser ran out of memory"
+    return Raw("FC101", longest + 1, 1, f"{type(exc).__name__}: {what} (nested too deeply for "
+               "CPython's compiler)")
+
+
 class Scanner:
     """Checks Python files with fixed settings; one per worker process."""
 
@@ -177,6 +244,7 @@ class Scanner:
         self._want_cred = bool({"FC301", "FC302", "FC303"} & on)
         self._want_ai = bool(_AI_CODES & on)
         self._want_model = "FC701" in on
+        self._want_graph = "FC406" in on
 
     def scan(self, rel: str, text: str, *, is_test: bool) -> FileResult:
         res = FileResult(rel)
@@ -203,8 +271,12 @@ class Scanner:
                 or any(n in text for n in _AI_NEEDLES)
                 or _LLM_METHOD.search(text) is not None  # a client imported from elsewhere
             )
+        # The call graph starts in async code; the modules it calls into are read on demand
+        # (callgraph.py), so only files with an ``async def`` pay for it here.
+        need_graph = self._want_graph and "async def" in text
         need_exprs = (
             need_ai
+            or need_graph
             or (self._want_generic and _secret_hint(text))
             or (
                 self._want_model
@@ -229,23 +301,46 @@ class Scanner:
             except SyntaxError as exc:
                 res.raws.append(_syntax(exc))
                 return res
-            except (ValueError, MemoryError, RecursionError) as exc:
-                res.skipped = f"cannot be compiled ({type(exc).__name__}: {exc})"
+            except ValueError as exc:  # null bytes on some versions; decoding caught the rest
+                res.raws.append(Raw("FC101", 1, 1, f"SyntaxError: {exc}"))
+                return res
+            except (MemoryError, RecursionError) as exc:
+                res.raws.append(_too_deep(exc, text))
                 return res
         try:
-            visitor = _Visitor(self.s, is_test=is_test, expressions=need_exprs)
+            visitor = _Visitor(self.s, is_test=is_test, expressions=need_exprs,
+                               graph=need_graph)
             visitor.visit(tree, None)
             visitor.finish()
         except RecursionError:
             res.skipped = "nested too deeply for the AST rules (syntax was checked)"
             return res
         res.exports, res.pending = visitor.exports, visitor.pending
+        res.functions = {
+            q: (f.is_async, f.blocking, f.calls)
+            for q, f in visitor.functions.items()
+            if f.calls or f.blocking
+        }
         taken = {r.line for r in res.raws if r.code in ("FC301", "FC302")}
         res.raws.extend(
             r for r in visitor.raws
             if r.code in self.s.enabled and not (r.code == "FC304" and r.line in taken)
         )
         return res
+
+
+def function_facts(settings: Settings, rel: str, text: str) -> dict[str, FunctionFacts]:
+    """The call-graph facts of one module, for FC406 (read when async code calls into it)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            tree = ast.parse(text, rel)
+        visitor = _Visitor(settings, is_test=False, expressions=True, graph=True)
+        visitor.visit(tree, None)
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return {}
+    return {q: (f.is_async, f.blocking, f.calls) for q, f in visitor.functions.items()
+            if f.calls or f.blocking}
 
 
 def _syntax(exc: SyntaxError) -> Raw:
@@ -309,6 +404,42 @@ NAMESPACE_ROOTS = frozenset({"google", "azure", "opentelemetry", "jaraco", "zope
 _GENAI_METHODS = frozenset({"generate_content", "generate_content_stream", "embed_content"})
 
 Mode = str  # "sync" | "async" | "" (decide by the receiver)
+
+
+# openai 0.x module-level API objects; in openai>=1 they raise APIRemovedInV1 when used.
+_OPENAI_V0 = frozenset(
+    {"ChatCompletion", "Completion", "Embedding", "Edit", "Image", "Moderation", "Audio",
+     "FineTune", "FineTuningJob", "Engine", "File", "Model", "Customer", "Deployment",
+     "ErrorObject"}
+)
+_DEPRECATED_SDKS: tuple[tuple[str, str], ...] = (
+    ("google.generativeai", "the google-generativeai SDK is deprecated and its support ended "
+     "(Nov 2025): no fixes, no new models; Google's SDK is google-genai (`from google import "
+     "genai`)"),
+    ("vertexai.generative_models", "the Vertex AI SDK's generative module is deprecated (June "
+     "2025) and removed from google-cloud-aiplatform releases after June 2026: an unpinned "
+     "install stops importing it; use google-genai"),
+    ("vertexai.preview.generative_models", "the Vertex AI SDK's generative module is deprecated "
+     "(June 2025) and removed after June 2026; use google-genai"),
+)
+
+# Calls that block the calling thread (FC406 follows them through the project's functions).
+_BLOCKING = frozenset(
+    {f"requests.{m}" for m in ("get", "post", "put", "patch", "delete", "head", "options",
+                               "request")}
+    | _HTTPX_FUNCS
+    | _URLOPEN
+    | {"time.sleep", "subprocess.run", "subprocess.call", "subprocess.check_call",
+       "subprocess.check_output", "os.system", "litellm.completion", "litellm.embedding"}
+)
+_BLOCKING_KINDS = frozenset({"requests-session", "httpx-sync", "llm-sync"})
+
+
+@dataclass
+class _Function:
+    is_async: bool
+    blocking: tuple[str, int] | None = None
+    calls: list[Call] = field(default_factory=list)
 
 
 @dataclass
@@ -406,8 +537,13 @@ _SYNC_PARENTS = (ast.Attribute, ast.Subscript, ast.For, ast.comprehension, ast.W
 class _Visitor:
     """One walk over a module's AST, collecting raw findings; call :meth:`finish` after."""
 
-    def __init__(self, settings: Settings, *, is_test: bool, expressions: bool = True) -> None:
+    def __init__(self, settings: Settings, *, is_test: bool, expressions: bool = True,
+                 graph: bool = False) -> None:
         self.s = settings
+        self.graph = graph
+        self.scope: list[str] = []  # class and function names around the current node
+        self.functions: dict[str, _Function] = {}
+        self.current: list[_Function | None] = [None]  # None: module level or a lambda
         self.expressions = expressions  # False: only import statements matter in this file
         self.raws: list[Raw] = []
         self.aliases: dict[str, str] = {}  # local name → qualified name
@@ -472,14 +608,31 @@ class _Visitor:
         if self.expressions:
             self._arguments(node.args, node)
         retry = any(self._is_retry(d) for d in node.decorator_list)
-        self.frames.append(_Frame(is_async=isinstance(node, ast.AsyncFunctionDef), retry=retry))
+        is_async = isinstance(node, ast.AsyncFunctionDef)
+        self.frames.append(_Frame(is_async=is_async, retry=retry))
+        self.scope.append(node.name)
+        fn = _Function(is_async)
+        if self.graph:
+            self.functions.setdefault(".".join(self.scope), fn)
+        self.current.append(fn)
         self.body(node.body, node)
+        self.current.pop()
+        self.scope.pop()
         self.frames.pop()
+
+    def v_class(self, node: ast.ClassDef, parent: ast.AST | None) -> None:
+        self.scope.append(node.name)
+        self.current.append(None)
+        self.children(node)
+        self.current.pop()
+        self.scope.pop()
 
     def v_lambda(self, node: ast.Lambda, parent: ast.AST | None) -> None:
         self._arguments(node.args, node)
         self.frames.append(_Frame(is_async=False))
+        self.current.append(None)  # `to_thread(lambda: fetch())` runs elsewhere
         self.visit(node.body, node)
+        self.current.pop()
         self.frames.pop()
 
     def _arguments(self, args: ast.arguments, owner: ast.AST) -> None:
@@ -499,6 +652,14 @@ class _Visitor:
         return "retry" in name or name.endswith("on_exception")
 
     def v_try(self, node: ast.Try | ast.TryStar, parent: ast.AST | None) -> None:
+        for handler in node.handlers:
+            for typ in (handler.type.elts if isinstance(handler.type, ast.Tuple)
+                        else [handler.type] if handler.type is not None else []):
+                q = self.qual(typ)
+                if q is not None and q.startswith("openai.error."):
+                    self.add("FC212", typ, f"{q} does not exist in openai 1.0 and later: the "
+                             "except clause itself raises AttributeError when an error occurs",
+                             subject="openai")
         caught = [n for h in node.handlers for n in _names(h.type)]
         guards = any(n not in _UNRELATED for n in caught)
         imports = any(n in _IMPORT_ERRORS or n == "*" for n in caught)
@@ -538,13 +699,27 @@ class _Visitor:
                 top = alias.name.partition(".")[0]
                 self.aliases[top] = top
             self._check_import(node, alias.name, ())
+            self._sdk_import(node, alias.name)
 
     def v_import_from(self, node: ast.ImportFrom, parent: ast.AST | None) -> None:
         if node.level or not node.module:
             return
         for alias in node.names:
             self.aliases[alias.asname or alias.name] = f"{node.module}.{alias.name}"
+            self._sdk_import(node, f"{node.module}.{alias.name}")
         self._check_import(node, node.module, tuple(a.name for a in node.names))
+
+    def _sdk_import(self, node: ast.stmt, module: str) -> None:
+        """FC212/FC213: provider modules that are gone or at their end of life."""
+        if module == "openai.error" or module.startswith("openai.error."):
+            self.add("FC212", node, "openai.error was removed in openai 1.0 (its exceptions are "
+                     "openai.APIError, openai.RateLimitError, …): the import fails",
+                     subject="openai")
+            return
+        for old, why in _DEPRECATED_SDKS:
+            if module == old or module.startswith(old + "."):
+                self.add("FC213", node, f"{old}: {why}")
+                return
 
     def _check_import(self, node: ast.stmt, module: str, names: tuple[str, ...]) -> None:
         if self.type_checking or self.frames[-1].import_guard or "FC201" not in self.s.enabled:
@@ -634,6 +809,9 @@ class _Visitor:
 
     def v_call(self, node: ast.Call, parent: ast.AST | None) -> None:
         q = self.qual(node.func)
+        fn = self.current[-1]
+        if fn is not None and self.graph:
+            self._graph_call(fn, node, q)
         if q is not None:
             self._known_call(node, q, parent)
         if isinstance(node.func, ast.Attribute):
@@ -643,7 +821,56 @@ class _Visitor:
                 self._named_value(kw.arg, kw.value)
         self.children(node)
 
+    def _graph_call(self, fn: _Function, node: ast.Call, q: str | None) -> None:
+        """Record the call for FC406: what it blocks on, or which project function it calls."""
+        if not fn.is_async and fn.blocking is None:
+            label = self._blocking_label(node, q)
+            if label is not None:
+                fn.blocking = (label, node.lineno)
+                return
+        func = node.func
+        if q is not None:
+            fn.calls.append((q, node.lineno, node.col_offset + 1))
+        elif isinstance(func, ast.Name):
+            fn.calls.append(("." + func.id, node.lineno, node.col_offset + 1))
+        elif (isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name)
+              and func.value.id == "self" and len(self.scope) >= 2):
+            cls = ".".join(self.scope[:-1])  # the method's class
+            fn.calls.append((f".{cls}.{func.attr}", node.lineno, node.col_offset + 1))
+
+    def _blocking_label(self, node: ast.Call, q: str | None) -> str | None:
+        if q is not None and q in _BLOCKING:
+            return q
+        func = node.func
+        if not isinstance(func, ast.Attribute):
+            return None
+        attrs: list[str] = []
+        base: ast.expr = func
+        while isinstance(base, ast.Attribute):
+            attrs.append(base.attr)
+            base = base.value
+        chain = tuple(reversed(attrs))
+        sfx = _suffix(chain)
+        if sfx is not None:  # an LLM API call: client.chat.completions.create → client
+            head = list(chain[: len(chain) - len(sfx)])
+            while head and head[-1] in _API_WORDS:
+                head.pop()
+        elif chain[-1] in _HTTP_METHODS:  # session.get, client.post
+            head = list(chain[:-1])
+        else:
+            return None
+        if "aio" in chain or chain[-1].endswith(("_async", "acreate")):
+            return None
+        if self._kind(self._receiver(base, head)) in _BLOCKING_KINDS:
+            return _dotted(func) or ".".join(chain)
+        return None
+
     def _known_call(self, node: ast.Call, q: str, parent: ast.AST | None) -> None:
+        head, _, rest = q.partition(".")
+        if head == "openai" and rest.partition(".")[0] in _OPENAI_V0:
+            self.add("FC212", node, f"{q}() was removed in openai 1.0 and raises "
+                     "APIRemovedInV1 when called", subject="openai")
+            return
         if q in _LLM_SYNC or q in _LLM_ASYNC:
             timeout = _kw(node, "timeout")
             if (timeout is None and not _splat(node)) or _is_none(timeout):
@@ -872,6 +1099,7 @@ _DISPATCH: dict[type[ast.AST], _Handler] = {
     ast.FunctionDef: _Visitor.v_function,
     ast.AsyncFunctionDef: _Visitor.v_function,
     ast.Lambda: _Visitor.v_lambda,
+    ast.ClassDef: _Visitor.v_class,
     ast.Try: _Visitor.v_try,
     ast.TryStar: _Visitor.v_try,
     ast.If: _Visitor.v_if,

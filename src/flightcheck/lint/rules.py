@@ -14,12 +14,15 @@ from typing import Literal, get_args
 Category = Literal[
     "syntax",
     "import",
+    "ai-dependency",
     "secret",
     "async-blocking",
     "ai-timeout",
     "ai-error-handling",
     "ai-model-pin",
     "dockerfile",
+    "cloudrun",
+    "type",
 ]
 CATEGORIES: tuple[Category, ...] = get_args(Category)
 SeverityName = Literal["error", "warning", "info"]
@@ -60,6 +63,22 @@ _RULES: tuple[Rule, ...] = (
         "async def handler():\n    async for item in other():\n        yield item",
     ),
     Rule(
+        "FC102",
+        "syntax-newer-than-target-python",
+        "syntax",
+        "error",
+        "The service's Python (the final `FROM python:X.Y` of its Dockerfile, else the lowest "
+        "`requires-python`) does not have this syntax — PEP 695 `type`, 3.12 f-string quoting, "
+        "`except*` before 3.11, `match` before 3.10 — so the container dies on import although "
+        "a newer host compiles it.",
+        "Write it for the service's Python, or move the base image and requires-python to a "
+        "version that has it (e.g. `FROM python:3.12-slim`).",
+        "# Dockerfile: FROM python:3.11-slim\ntype UserId = int",
+        "# Dockerfile: FROM python:3.11-slim\nUserId: TypeAlias = int",
+        checked_by="ruff (its target-version syntax errors), with the target from the service's "
+        "Dockerfile or pyproject.toml",
+    ),
+    Rule(
         "FC201",
         "unresolved-import",
         "import",
@@ -70,6 +89,49 @@ _RULES: tuple[Rule, ...] = (
         "(e.g. `pyyaml` for `import yaml`), or guard an optional import with try/except ImportError.",
         "import yaml  # pyyaml is not in requirements.txt",
         "# requirements.txt\npyyaml==6.0.2",
+    ),
+    Rule(
+        "FC211",
+        "unpinned-ai-sdk",
+        "ai-dependency",
+        "warning",
+        "A provider SDK (openai, anthropic, google-genai, langchain*, litellm, …) is installed "
+        "without a pin: the next build takes whatever release is newest, and these SDKs change "
+        "their API between versions (openai 1.0 removed `openai.ChatCompletion`).",
+        "Pin it (`openai==1.55.3`) or bound it below the next major (`openai>=1.55,<2`), or "
+        "install from a lock file (uv.lock, poetry.lock).",
+        "# requirements.txt\nopenai",
+        "# requirements.txt\nopenai==1.55.3",
+        checked_by="flightcheck: requirements*.txt, pyproject.toml dependencies and the "
+        "Dockerfile's pip install lines",
+    ),
+    Rule(
+        "FC212",
+        "removed-provider-api",
+        "ai-dependency",
+        "error",
+        "The code calls a provider API that the declared SDK version no longer has — "
+        "`openai.ChatCompletion.create`, `openai.Completion`, `openai.error` with openai 1.x — "
+        "so it raises when called (APIRemovedInV1, ModuleNotFoundError).",
+        "Move to the client API of the version you install (`OpenAI().chat.completions.create`, "
+        "`openai.APIError`), or pin the old SDK (`openai<1`) knowingly.",
+        "openai.ChatCompletion.create(model=M, messages=msgs)",
+        "OpenAI(timeout=30).chat.completions.create(model=M, messages=msgs)",
+        checked_by="flightcheck: the calls in the code against the versions the declarations "
+        "allow",
+    ),
+    Rule(
+        "FC213",
+        "deprecated-provider-sdk",
+        "ai-dependency",
+        "warning",
+        "The code uses a provider SDK at its end of life: google-generativeai (support ended Nov "
+        "2025) and the Vertex AI SDK's `vertexai.generative_models` (deprecated June 2025, removed "
+        "after June 2026) get no fixes and no new models, and unpinned installs stop providing "
+        "the module.",
+        "Move to Google's Gen AI SDK: `from google import genai; client = genai.Client(...)`.",
+        "import google.generativeai as genai\ngenai.GenerativeModel(M).generate_content(q)",
+        "from google import genai\ngenai.Client().models.generate_content(model=M, contents=q)",
     ),
     Rule(
         "FC301",
@@ -172,6 +234,21 @@ _RULES: tuple[Rule, ...] = (
         'async def render():\n    subprocess.run(["convert", src, dst])',
         'async def render():\n    await anyio.run_process(["convert", src, dst])',
         ("ASYNC220", "ASYNC221", "ASYNC222"),
+    ),
+    Rule(
+        "FC406",
+        "blocking-call-through-helper",
+        "async-blocking",
+        "error",
+        "`async def` calls one of the project's own synchronous functions that (directly or up to "
+        "three calls deeper) makes a blocking HTTP/LLM call, sleeps or runs a subprocess: the "
+        "event loop stalls exactly as if the call were written inline.",
+        "Make the helper async (`httpx.AsyncClient`, the async LLM client) and `await` it, or "
+        "run it in a thread: `await asyncio.to_thread(fetch_quote, symbol)`.",
+        "def fetch_quote(s):\n    return requests.get(URL, params={\"s\": s}, timeout=10).json()\n"
+        "async def quote(s):\n    return fetch_quote(s)",
+        "async def quote(s):\n    return await asyncio.to_thread(fetch_quote, s)",
+        checked_by="flightcheck: a call graph of the project's functions across modules",
     ),
     Rule(
         "FC501",
@@ -298,14 +375,152 @@ _RULES: tuple[Rule, ...] = (
         "RUN pip install --no-cache-dir -r requirements.txt",
         ("DL3042",),
     ),
+    Rule(
+        "FC806",
+        "unignored-build-context",
+        "dockerfile",
+        "warning",
+        "`COPY .` takes the whole build context into the image, and this one holds `.env`, "
+        "`.git`, a `.venv` or `__pycache__` that no .dockerignore excludes: secrets and history "
+        "ship in a layer, and every change to them rebuilds it.",
+        "Add a .dockerignore beside the Dockerfile: `.git`, `.venv`, `**/__pycache__`, `.env*` "
+        "(keep `!.env.example` if you need it).",
+        "COPY . /app   # context: .env, .git, app/__pycache__, no .dockerignore",
+        "# .dockerignore\n.git\n.venv\n**/__pycache__\n.env*",
+        checked_by="flightcheck: the Dockerfile's COPY/ADD of the context against the context "
+        "and its .dockerignore",
+    ),
 )
+
+_CONTRACT = ("flightcheck: the service's Dockerfile command (ENTRYPOINT + CMD, ENV) with the "
+             "server's defaults, its `uvicorn.run`/`app.run` call, and FastAPI/Flask routes")
+_CLOUDRUN_RULES: tuple[Rule, ...] = (
+    Rule(
+        "FC821",
+        "ignores-port",
+        "cloudrun",
+        "error",
+        "Cloud Run sends requests to the port in `$PORT` (the configured container port); a "
+        "server listening on another, hard-coded port (`--port 8000`, `uvicorn.run(port=8000)`, "
+        "uvicorn's own default 8000) — or handed the literal text `$PORT` by an exec-form CMD — "
+        "never receives a request and the revision fails to start.",
+        "Listen on `$PORT`: `CMD exec uvicorn app.main:app --host 0.0.0.0 --port ${PORT:-8080}`, "
+        "or `uvicorn.run(app, host=\"0.0.0.0\", port=int(os.environ.get(\"PORT\", 8080)))`.",
+        'CMD ["uvicorn", "app.main:app", "--host", "0.0.0.0", "--port", "8000"]',
+        "CMD exec uvicorn app.main:app --host 0.0.0.0 --port ${PORT:-8080}",
+        checked_by=_CONTRACT,
+    ),
+    Rule(
+        "FC822",
+        "binds-loopback",
+        "cloudrun",
+        "error",
+        "The server binds 127.0.0.1/localhost (uvicorn's, hypercorn's and Flask's default): "
+        "inside a container only the container itself can connect, so Cloud Run's requests and "
+        "probes never arrive.",
+        "Bind all interfaces: `--host 0.0.0.0` (uvicorn), `-b 0.0.0.0:$PORT` (gunicorn, "
+        "hypercorn), `app.run(host=\"0.0.0.0\")`.",
+        'CMD ["uvicorn", "app.main:app", "--port", "8080"]',
+        'CMD ["uvicorn", "app.main:app", "--host", "0.0.0.0", "--port", "8080"]',
+        checked_by=_CONTRACT,
+    ),
+    Rule(
+        "FC823",
+        "no-route-at-probe-path",
+        "cloudrun",
+        "error",
+        "The configured startup/liveness probe path has no route in the service's FastAPI/Flask "
+        "app: the probe gets 404, the revision never becomes ready, and flightcheck's "
+        "health-poll fails the same way.",
+        "Add the route (`@app.get(\"/health/startup\")`), or point `[health.startup].path` / "
+        "`[health.liveness].path` in flightcheck.toml at the one the service has.",
+        '# flightcheck.toml: [health.startup] path = "/health/startup"\n@app.get("/healthz")\n'
+        "def health(): ...",
+        '# flightcheck.toml: [health.startup] path = "/healthz"\n@app.get("/healthz")\n'
+        "def health(): ...",
+        checked_by=_CONTRACT,
+    ),
+)
+_TY = ("ty (Astral's type checker) restricted to this rule, on the project's own functions "
+       "and modules")
+_TYPE_RULES: tuple[Rule, ...] = (
+    Rule(
+        "FC901",
+        "too-many-positional-arguments",
+        "type",
+        "error",
+        "The call passes more positional arguments than the project's function takes: it raises "
+        "TypeError every time it runs, whatever the input.",
+        "Pass what the signature takes (check the definition the message points to), or change "
+        "the signature and every caller together.",
+        "def greet(name, *, loud=False): ...\ngreet(user, True)",
+        "def greet(name, *, loud=False): ...\ngreet(user, loud=True)",
+        ("too-many-positional-arguments",),
+        _TY,
+    ),
+    Rule(
+        "FC902",
+        "unknown-keyword-argument",
+        "type",
+        "error",
+        "The call passes a keyword the project's function does not have (or one argument twice): "
+        "TypeError every time it runs.",
+        "Use the parameter's real name (a rename that missed a caller is the usual cause).",
+        "def ask(prompt, max_tokens=256): ...\nask(q, max_token=512)",
+        "def ask(prompt, max_tokens=256): ...\nask(q, max_tokens=512)",
+        ("unknown-argument", "parameter-already-assigned"),
+        _TY,
+    ),
+    Rule(
+        "FC903",
+        "missing-argument",
+        "type",
+        "error",
+        "A required argument is missing: TypeError on every call. A real service called "
+        "`run_agent(message)` on `def run_agent(user_id, message, metadata)`, and every request "
+        "got the generic error text.",
+        "Pass every required argument, or give the parameter a default.",
+        "def run_agent(user_id, message, metadata): ...\nrun_agent(message)",
+        "def run_agent(user_id, message, metadata): ...\nrun_agent(user.id, message, {})",
+        ("missing-argument",),
+        _TY,
+    ),
+    Rule(
+        "FC904",
+        "not-callable",
+        "type",
+        "error",
+        "The code calls a plain value (a number, a string, None, a list or dict): TypeError "
+        "every time the line runs.",
+        "Call the function, not the value it returned or the constant beside it.",
+        "TIMEOUT = 30\nclient.get(url, timeout=TIMEOUT())",
+        "TIMEOUT = 30\nclient.get(url, timeout=TIMEOUT)",
+        ("not-callable",),
+        _TY,
+    ),
+    Rule(
+        "FC905",
+        "missing-module-attribute",
+        "type",
+        "error",
+        "The project's module has no such name (a typo, or a function renamed or moved): "
+        "AttributeError every time the line runs.",
+        "Use the name the module defines (or add it there).",
+        "from app import agent\nagent.run_agnet(user_id, message, {})",
+        "from app import agent\nagent.run_agent(user_id, message, {})",
+        ("missing-attribute",),
+        _TY,
+    ),
+)
+_RULES = _RULES + _CLOUDRUN_RULES + _TYPE_RULES
 
 RULES: dict[str, Rule] = {r.code: r for r in _RULES}
 # Not applied to test files (tests/, test_*.py, conftest.py): tests talk to fakes with fake
 # values on purpose. Syntax, imports (as warnings), credentials and async-blocking still are.
 TEST_EXEMPT: frozenset[str] = frozenset(
-    {r.code for r in _RULES if r.category in ("ai-timeout", "ai-error-handling", "ai-model-pin")}
-    | {"FC304"}
+    {r.code for r in _RULES
+     if r.category in ("ai-timeout", "ai-error-handling", "ai-model-pin", "type")}
+    | {"FC304", "FC406"}  # a test's own event loop blocking on a helper harms no one
 )
 UPSTREAM: dict[str, str] = {u: r.code for r in _RULES for u in r.upstream}
 
@@ -328,7 +543,7 @@ def codes_for(selector: str) -> set[str]:
 def explain(code: str) -> str:
     """The rule's text for ``flightcheck lint --explain CODE`` (codes or upstream codes)."""
     key = code.strip().upper()
-    rule = RULES.get(key) or RULES.get(UPSTREAM.get(key, ""))
+    rule = RULES.get(key) or RULES.get(UPSTREAM.get(key) or UPSTREAM.get(code.strip(), ""))
     if rule is None:
         from flightcheck.errors import UsageError
 
@@ -361,3 +576,27 @@ def explain(code: str) -> str:
         ),
     ]
     return "\n".join(lines)
+
+
+def rules_markdown() -> str:
+    """The "# Rules" part of docs/lint.md, generated from this catalog (a test keeps the two
+    identical: ``python -m flightcheck.lint.rules > section`` after changing a rule)."""
+    out = ["# Rules", ""]
+    for category in CATEGORIES:
+        out += [f"## {category}", ""]
+        for rule in (r for r in _RULES if r.category == category):
+            above = " on the line above the instruction" if rule.category == "dockerfile" else ""
+            engine = rule.engine + (f" ({', '.join(rule.upstream)})" if rule.upstream else "")
+            out += [
+                f"### {rule.code} {rule.name} — {rule.severity}", "",
+                f"**Why:** {rule.why}", "",
+                f"**Fix:** {rule.fix}", "",
+                f"**Checked by:** {engine}. Disable: `disable = [\"{rule.code}\"]`; one line: "
+                f"`# flightcheck: ignore[{rule.code}]`{above}.", "",
+                "```", "# flagged", rule.example_bad, "# instead", rule.example_good, "```", "",
+            ]
+    return "\n".join(out).rstrip("\n") + "\n"
+
+
+if __name__ == "__main__":
+    print(rules_markdown(), end="")

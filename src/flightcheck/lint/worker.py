@@ -13,7 +13,7 @@ import pickle
 import sys
 from typing import NamedTuple
 
-from flightcheck.lint.pyscan import FileResult, Scanner, Settings, decode
+from flightcheck.lint.pyscan import FileResult, Scanner, Settings, decode, undecodable_python
 from flightcheck.lint.textscan import (
     LineIndex,
     Raw,
@@ -46,11 +46,17 @@ def run(task: Task) -> FileResult:
             data = fh.read()
     except OSError as exc:
         return FileResult(task.rel, skipped=f"unreadable ({exc.strerror or exc})")
+    if task.kind == "python":
+        rejected = undecodable_python(data)
+        if rejected is not None:
+            # CPython refuses these files outright: the service dies on import.
+            return FileResult(task.rel, raws=[rejected], lines=data.count(b"\n"))
     if b"\0" in data:
-        return FileResult(task.rel, skipped="binary (contains NUL bytes)")
+        return FileResult(task.rel, skipped="binary (contains NUL bytes)", unchecked=False)
     text = decode(data)
     if text is None:
-        return FileResult(task.rel, skipped="not UTF-8 and no PEP 263 coding declaration")
+        return FileResult(task.rel, skipped="not UTF-8 and no PEP 263 coding declaration",
+                          unchecked=False)
     try:
         if task.kind == "python":
             return _SCANNER.scan(task.rel, text, is_test=task.is_test)

@@ -135,6 +135,9 @@ def tail_file(path: Path, n: int, *, max_bytes: int = 1 << 20) -> str:
             data = f.read()
     except OSError:
         return ""
+    if size > max_bytes:
+        # The first line read is cut at its start: drop it (a cut secret is not redactable).
+        data = data.partition(b"\n")[2]
     return tail_lines(data.decode("utf-8", errors="replace"), n)
 
 

@@ -15,18 +15,15 @@ Where things are (environment; the Dagger module sets them):
 - ``FLIGHTCHECK_ATTACH_IMAGE``, ``FLIGHTCHECK_ATTACH_BUILD_SECONDS``: what the build made, how fast
 - ``FLIGHTCHECK_ATTACH_BUILD_ERROR``: a file with the image build's error; ``build`` fails with it
 
-``python -m flightcheck.runtimes.attached plan`` prints, as JSON, what a starter needs to start
-the service the way the local runtimes would (build context, Dockerfile, port, memory limit,
-environment, fake model server): the Dagger module reads it and holds no pipeline logic itself.
+What a starter needs to start the service the way the local runtimes would (build context,
+Dockerfile, port, memory limit, environment, fake model server) comes from the graph, so it lives
+above the runtimes: ``python -m flightcheck.attached_cli plan`` (``flightcheck/attached_cli.py``).
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import re
-import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -37,7 +34,7 @@ import anyio
 import anyio.to_thread
 import httpx
 
-from flightcheck.errors import FlightcheckError, StageError, UsageError
+from flightcheck.errors import StageError, UsageError
 from flightcheck.runtimes.base import BuildFailed, Exit, Image, Running, Sidecar
 from flightcheck.secrets import Redactor
 
@@ -247,6 +244,18 @@ class AttachedRunning:
                 self._take(data)
         return self._peak
 
+    def memory_usage(self) -> int | None:
+        """Memory in use now, as the guard reports it (a short blocking GET: call it from a
+        sampling thread)."""
+        if self._guard is None or self._closed:
+            return None
+        try:
+            data = httpx.get(self._guard.url + "/", timeout=2.0, trust_env=False).json()
+        except (httpx.HTTPError, ValueError):
+            return None
+        current = data.get("current") if isinstance(data, dict) else None
+        return current if isinstance(current, int) else None
+
     async def logs(self, tail: int = 50) -> str:
         if self._guard is None:
             return ""
@@ -311,8 +320,11 @@ class AttachedRuntime:
             )
         return Image(ref=s.image or f"attached:{s.endpoint}", build_seconds=s.build_seconds)
 
-    async def import_check(self, image: Image, modules: list[str], timeout_s: float) -> str | None:
-        del image
+    async def import_check(
+        self, image: Image, modules: list[str], timeout_s: float,
+        env: Mapping[str, str] | None = None,
+    ) -> str | None:
+        del image, env  # the guard imports inside the service's container, with its env
         if not modules:
             return None
         if self.settings.guard is None:
@@ -373,122 +385,3 @@ class AttachedRuntime:
 
     async def cleanup_stale(self) -> int:
         return 0  # nothing of ours to clean: the starter owns the service
-
-
-# --- plan: what a starter needs to start the service like the local runtimes do --------------
-
-
-async def service_plan(
-    *,
-    config: Path | None = None,
-    memory: str | None = None,
-    environment: str = "dev",
-    service_env: Mapping[str, str] | None = None,
-    withheld: Sequence[str] = (),
-    sidecar_host: str = "fakemodel",
-) -> dict[str, object]:
-    """Build context, Dockerfile, port, memory limit, environment and fake model server of the
-    service, after the graph's prepare hooks (ai-smoke: fake model server or real provider).
-
-    ``withheld`` names env variables whose values the starter injects itself (secrets): they
-    shape the decisions but never appear in the plan. The fake model server's address is
-    rewritten from the local runtimes' ``127.0.0.1:PORT`` to ``sidecar_host:PORT``.
-    """
-    from flightcheck import config as config_mod
-    from flightcheck import graph
-    from flightcheck.context import Context
-
-    overrides: dict[str, tuple[object, str]] = {}
-    if memory is not None:
-        overrides["run.memory_limit"] = (memory, "--memory")
-    loaded = config_mod.load(config, overrides=overrides)
-    if environment not in loaded.config.environments:
-        raise UsageError(
-            f"unknown environment {environment!r}",
-            fix=f"use one of {sorted(loaded.config.environments)}",
-        )
-    ctx = Context(loaded=loaded, memory_override=memory, service_env=dict(service_env or {}),
-                  environment=environment)
-    for stage in graph.default_graph():
-        if stage.prepare is not None:
-            await stage.prepare(ctx)
-    cfg = loaded.config
-    root = (loaded.path.parent if loaded.path else Path.cwd()).resolve()
-    try:
-        context_dir = cfg.source_dir.relative_to(root)
-    except ValueError:
-        raise UsageError(
-            f"[service].source {cfg.service.source} is outside {root}",
-            fix="keep the build context inside the directory the config lives in",
-        ) from None
-    port = cfg.service.port
-    env = {"PYTHONUNBUFFERED": "1", **ctx.service_environment(), "PORT": str(port)}
-    sidecar: dict[str, object] | None = None
-    if ctx.sidecar is not None:
-        local = f"127.0.0.1:{ctx.sidecar.port}"
-        env = {k: v.replace(local, f"{sidecar_host}:{ctx.sidecar.port}") for k, v in env.items()}
-        sidecar = {"host": sidecar_host, "port": ctx.sidecar.port, "args": list(ctx.sidecar.args)}
-    for name in withheld:
-        env.pop(name, None)
-    return {
-        "version": 1,
-        "service": cfg.service.name,
-        "context": context_dir.as_posix(),
-        "dockerfile": cfg.service.dockerfile,
-        "port": port,
-        "memory_limit": ctx.memory_limit,
-        "memory_limit_bytes": ctx.memory_limit_bytes,
-        "import_check": list(cfg.service.import_check),
-        "env": env,
-        "sidecar": sidecar,
-    }
-
-
-def main(argv: list[str] | None = None) -> int:
-    from functools import partial
-
-    from flightcheck.context import env_pairs
-
-    parser = argparse.ArgumentParser(prog="python -m flightcheck.runtimes.attached")
-    sub = parser.add_subparsers(dest="command", required=True)
-    plan = sub.add_parser("plan", help="print how to start the service (JSON) for a starter")
-    plan.add_argument("--config", type=Path)
-    plan.add_argument("--memory", help="memory limit (default: [run].memory_limit)")
-    plan.add_argument("--env", default="dev", dest="environment", help="[environments.X]")
-    plan.add_argument("--service-env", action="append", default=[], metavar="KEY=VALUE")
-    plan.add_argument("--secret-env", action="append", default=[], metavar="NAME",
-                      help="a service variable whose value is in this process's environment "
-                      "(a secret): it counts, but never appears in the plan")
-    plan.add_argument("--sidecar-host", default="fakemodel",
-                      help="host name the service reaches the fake model server at")
-    plan.add_argument("--output", type=Path,
-                      help="write the plan here instead of stdout (logs stay free of its values)")
-    args = parser.parse_args(argv)
-    secrets = {n: os.environ.get(n, "") for n in args.secret_env}
-    redact = Redactor(secrets.values())
-    try:
-        try:
-            env = env_pairs(args.service_env)
-        except ValueError as exc:
-            raise UsageError(f"--service-env {exc}", fix="write --service-env KEY=VALUE") from None
-        missing = [n for n, v in secrets.items() if not v]
-        if missing:
-            raise UsageError(f"--secret-env {', '.join(missing)}: not set in the environment",
-                             fix="set the variable (the Dagger module passes it as a secret)")
-        result = anyio.run(partial(
-            service_plan, config=args.config, memory=args.memory, environment=args.environment,
-            service_env={**env, **secrets}, withheld=list(secrets), sidecar_host=args.sidecar_host,
-        ))
-    except FlightcheckError as exc:
-        print(redact(exc.render()), file=sys.stderr)
-        return exc.exit_code
-    text = json.dumps(result, indent=2, sort_keys=True) + "\n"
-    if args.output is None:
-        sys.stdout.write(text)
-    else:
-        args.output.write_text(text, encoding="utf-8")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -85,6 +85,18 @@ class Running(Protocol):
 
 
 @runtime_checkable
+class MemorySampling(Protocol):
+    """A Running that can say how much memory it uses now (the report's memory-over-time
+    chart, ``flightcheck resources``' memory under load). Optional: runtimes without it report
+    peak memory only."""
+
+    def memory_usage(self) -> int | None:
+        """Bytes in use now; None when unknown or ended. Cheap and thread-safe: it is polled
+        from a sampling thread."""
+        ...
+
+
+@runtime_checkable
 class Runtime(Protocol):
     """Where the service is built and started."""
 
@@ -94,8 +106,12 @@ class Runtime(Protocol):
         """Build (or prepare) the service. Raises BuildFailed."""
         ...
 
-    async def import_check(self, image: Image, modules: list[str], timeout_s: float) -> str | None:
-        """Import ``modules`` inside the image; None if all import, else the error text."""
+    async def import_check(
+        self, image: Image, modules: list[str], timeout_s: float,
+        env: Mapping[str, str] | None = None,
+    ) -> str | None:
+        """Import ``modules`` inside the image, with the service's environment ``env``; None if
+        all import, else the error text."""
         ...
 
     async def start(

@@ -55,7 +55,7 @@ from docker.utils.build import exclude_paths
 from flightcheck.errors import RuntimeUnavailable, StageError
 from flightcheck.runtimes import _proc
 from flightcheck.runtimes.base import BuildFailed, Exit, Image, Sidecar
-from flightcheck.runtimes.guard import Sampler, cgroup_memory_dir, read_peak
+from flightcheck.runtimes.guard import Sampler, cgroup_memory_dir, read_peak, read_usage
 from flightcheck.secrets import Redactor
 
 LogFn = Callable[[str], None]
@@ -180,6 +180,7 @@ class DockerRunning:
         self._service: Container | None = None
         self._sidecar: Container | None = None
         self._sampler: Sampler | None = None
+        self._cgroup: tuple[int, Path] | None = None
         self._final: Exit | None = None
         self._final_logs: str | None = None
         self._stopped = False
@@ -221,7 +222,7 @@ class DockerRunning:
             ports = self._host_ports(self._sidecar)
             side_port = ports.get(f"{sidecar.port}/tcp")
             self.sidecar_endpoint = f"http://127.0.0.1:{side_port}" if side_port else None
-            self._wait_sidecar(sidecar, side_port)
+            self._wait_sidecar(sidecar, side_port, image.ref)
             network: dict[str, Any] = {"network_mode": f"container:{self._sidecar.id}"}
         else:
             network = {"ports": published}
@@ -256,7 +257,7 @@ class DockerRunning:
             time.sleep(0.02)
         return {}
 
-    def _wait_sidecar(self, sidecar: Sidecar, host_port: int | None) -> None:
+    def _wait_sidecar(self, sidecar: Sidecar, host_port: int | None, image: str) -> None:
         assert self._sidecar is not None
         deadline = time.monotonic() + _SIDECAR_WAIT_S
         while host_port is None or not _proc.accepts(host_port):
@@ -269,7 +270,7 @@ class DockerRunning:
                     why="it runs as `python /fc-sidecar.py ...` from the service's own image, "
                     "which needs a `python` on PATH",
                     fix=f"run it by hand: docker run --rm -v {sidecar.script}:{_SIDECAR_PATH}:ro "
-                    f"--entrypoint python <image> {_SIDECAR_PATH} {' '.join(sidecar.args)}",
+                    f"--entrypoint python {image} {_SIDECAR_PATH} {' '.join(sidecar.args)}",
                 )
             time.sleep(0.05)
 
@@ -277,6 +278,7 @@ class DockerRunning:
         container.reload()
         pid = int(container.attrs["State"].get("Pid") or 0)
         found = cgroup_memory_dir(pid) if pid else None
+        self._cgroup = found
         if found is not None:
             version, d = found
             self._sampler = Sampler(lambda: read_peak(version, d))
@@ -312,6 +314,12 @@ class DockerRunning:
 
     async def peak_memory(self) -> int | None:
         return self._sampler.peak if self._sampler is not None else None
+
+    def memory_usage(self) -> int | None:
+        """Memory in use now, from the container's cgroup (thread-safe); None without one."""
+        if self._cgroup is None or self._stopped:
+            return None
+        return read_usage(*self._cgroup)
 
     def _logs(self, tail: int) -> str:
         if self._final_logs is not None or self._service is None:
@@ -475,15 +483,20 @@ class DockerRuntime:
 
     # --- checks and services ---------------------------------------------------------------
 
-    async def import_check(self, image: Image, modules: list[str], timeout_s: float) -> str | None:
+    async def import_check(
+        self, image: Image, modules: list[str], timeout_s: float,
+        env: Mapping[str, str] | None = None,
+    ) -> str | None:
         if not modules:
             return None
+        self._redactor.add_env(env or {})
         try:
             container = await _thread(
                 partial(
                     self.client.containers.create,
                     image.ref,
                     entrypoint=["python", "-c", _proc.IMPORT_SCRIPT, *modules],
+                    environment={"PYTHONDONTWRITEBYTECODE": "1", **(env or {})},
                     network_disabled=True,
                     labels=self.labels("import-check"),
                     detach=True,
@@ -544,7 +557,11 @@ class DockerRuntime:
 
     def _cleanup_stale(self) -> int:
         removed = 0
-        for container in self.client.containers.list(all=True, filters={"label": "flightcheck=1"}):
+        # ignore_removed: another run on this host may remove a leftover between list and
+        # inspect; that is not an unreachable daemon.
+        for container in self.client.containers.list(
+            all=True, filters={"label": "flightcheck=1"}, ignore_removed=True
+        ):
             labels = container.labels
             if labels.get("flightcheck.host") != self._host:
                 continue  # another machine's run on a shared daemon: its owner is not ours to judge

@@ -14,7 +14,8 @@ The process runtime runs the service as a host subprocess; this guard gives it w
 
 The cgroup is created inside flightcheck's own cgroup when that is writable (the service then
 stays within whatever limits flightcheck itself runs under), else at the hierarchy root. Its
-name carries the owner token so :func:`remove_stale_cgroups` can clean up after a crashed run.
+name carries the owner token and pid namespace so :func:`remove_stale_cgroups` can clean up
+after a crashed run (and leaves alone what a guard in a container made).
 
 The service joins the cgroup *before* it allocates: it is started through :func:`launch_argv`,
 a tiny launcher that writes its own pid to ``cgroup.procs`` and then execs the service.
@@ -117,20 +118,25 @@ def launch_argv(argv: list[str], procs: Path | None) -> list[str]:
 
 
 def _mounts() -> list[tuple[str, Path, str, list[str]]]:
-    """(root inside the hierarchy, mount point, fs type, super options) of cgroup mounts."""
-    out: list[tuple[str, Path, str, list[str]]] = []
+    """(root inside the hierarchy, mount point, fs type, super options) of cgroup mounts. Of
+    several mounts on one mount point only the last is visible (a writable cgroupfs mounted
+    over a container's read-only one): that one counts."""
+    out: dict[Path, tuple[str, Path, str, list[str]]] = {}
     try:
         text = Path("/proc/self/mountinfo").read_text()
     except OSError:
-        return out
+        return []
     for line in text.splitlines():
         pre, sep, post = line.partition(" - ")
         if not sep:
             continue
         fields, tail = pre.split(), post.split()
-        if len(fields) >= 5 and len(tail) >= 3 and tail[0] in ("cgroup", "cgroup2"):
-            out.append((fields[3], Path(fields[4]), tail[0], tail[2].split(",")))
-    return out
+        if len(fields) >= 5 and len(tail) >= 3:
+            point = Path(fields[4])
+            out.pop(point, None)  # shadowed, whatever it was
+            if tail[0] in ("cgroup", "cgroup2"):
+                out[point] = (fields[3], point, tail[0], tail[2].split(","))
+    return list(out.values())
 
 
 def _memory_hierarchy() -> tuple[int, str, Path] | None:
@@ -190,6 +196,14 @@ def read_peak(version: int, d: Path) -> int | None:
     return None
 
 
+def read_usage(version: int, d: Path) -> int | None:
+    """The cgroup's memory use now (v1 usage_in_bytes, v2 memory.current); None if gone."""
+    name = "memory.usage_in_bytes" if version == 1 else "memory.current"
+    with contextlib.suppress(OSError, ValueError):
+        return int((d / name).read_text().split()[0])
+    return None
+
+
 def _parents() -> tuple[int, list[Path]] | None:
     """Where a guard cgroup may be created: inside our own cgroup, then at the root."""
     found = _memory_hierarchy()
@@ -236,18 +250,41 @@ def remove_cgroup(d: Path, timeout_s: float = 3.0) -> bool:
             time.sleep(0.02)
 
 
+def _pid_namespace() -> str:
+    """This process's pid namespace: an owner token (pid and start time) only means something
+    inside the namespace it was taken in."""
+    try:
+        return str(os.stat("/proc/self/ns/pid").st_ino)
+    except OSError:
+        return "0"
+
+
+def cgroup_name() -> str:
+    """``flightcheck-<pid>.<start>-<random>-ns<pid namespace>`` (the owner, and where it lives)."""
+    return f"{_PREFIX}{_proc.owner_token()}-{secrets.token_hex(4)}-ns{_pid_namespace()}"
+
+
 def remove_stale_cgroups() -> int:
-    """Remove guard cgroups whose owning flightcheck process is gone; returns how many."""
+    """Remove guard cgroups whose owning flightcheck process is gone; returns how many.
+
+    A guard in a container (the Dagger module's, with a writable cgroupfs) may create its cgroup
+    where host processes see it; its owner's pid means nothing here, so a cgroup from another
+    pid namespace is never taken for stale (that killed the service under it)."""
     found = _parents()
     if found is None:
         return 0
+    here = _pid_namespace()
     removed = 0
     for parent in found[1]:
         with contextlib.suppress(OSError):
             for d in parent.iterdir():
                 if not d.name.startswith(_PREFIX) or not d.is_dir():
                     continue
-                owner = d.name[len(_PREFIX) :].split("-")[0]
+                rest = d.name[len(_PREFIX) :]
+                owner = rest.split("-")[0]
+                namespace = rest.rpartition("-ns")[2] if "-ns" in rest else here
+                if namespace != here:
+                    continue
                 if not _proc.owner_alive(owner) and remove_cgroup(d):
                     removed += 1
     return removed
@@ -313,6 +350,10 @@ class MemoryGuard:
     def peak(self) -> int | None:
         raise NotImplementedError
 
+    def current(self) -> int | None:
+        """Memory in use now (for the report's memory-over-time chart); None if unknown."""
+        return None
+
     def oom_killed(self) -> bool:
         raise NotImplementedError
 
@@ -360,6 +401,9 @@ class _CgroupGuard(MemoryGuard):
         self._refresh()
         return self._peak
 
+    def current(self) -> int | None:
+        return None if self._closed else read_usage(self.version, self._dir)
+
     def oom_killed(self) -> bool:
         self._refresh()
         return self._oom > 0
@@ -405,6 +449,9 @@ class _RssGuard(MemoryGuard):
     def peak(self) -> int | None:
         return self._sampler.peak if self._sampler else None
 
+    def current(self) -> int | None:
+        return self._read() if self._root else None
+
     def oom_killed(self) -> bool:
         return self._oom_at is not None
 
@@ -430,7 +477,7 @@ def create_guard(limit: int, *, mode: GuardMode = "auto") -> MemoryGuard:
     problem = "no cgroup memory controller is mounted"
     if found is not None:
         version, parents = found
-        name = f"{_PREFIX}{_proc.owner_token()}-{secrets.token_hex(4)}"
+        name = cgroup_name()
         for parent in parents:
             d = parent / name
             try:
@@ -499,6 +546,7 @@ class _Verdict:
             oom = self.guard.oom_killed()
             return {"kind": self.guard.kind, "limit": self.guard.limit,
                     "peak": self.guard.peak(), "oom": oom, "exit": self.exit,
+                    "current": self.guard.current() if self.exit is None else None,
                     "detail": self.guard.oom_detail() if oom else "",
                     "started_at": self.started_at}
 

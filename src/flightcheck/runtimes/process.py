@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -63,6 +64,33 @@ def _state_dir() -> Path:
 def _interpreter(argv: Sequence[str]) -> list[str]:
     head, *rest = argv
     return [sys.executable, *rest] if head in ("python", "python3") else [head, *rest]
+
+
+def service_python(argv: Sequence[str], *, cwd: Path, path: str | None = None) -> str:
+    """The interpreter the service's command runs on: flightcheck's for ``python``/``python3``
+    (the convention above), the named one for a path to a python, the shebang's for a console
+    script (``uvicorn``, ``.venv/bin/gunicorn``); flightcheck's own when it cannot tell."""
+    if not argv or argv[0] in ("python", "python3"):
+        return sys.executable
+    head = argv[0]
+    found = str(cwd / head) if "/" in head else shutil.which(head, path=path)
+    if found is None or not Path(found).is_file():
+        return sys.executable
+    if Path(found).name.startswith("python"):
+        return found
+    try:
+        with open(found, "rb") as f:
+            first = f.readline(512).decode("utf-8", "replace").strip()
+    except OSError:
+        return sys.executable
+    if not first.startswith("#!"):
+        return sys.executable
+    words = first[2:].split()
+    if words and Path(words[0]).name == "env" and len(words) > 1:
+        words = [shutil.which(words[1], path=path) or "", *words[2:]]
+    if words and words[0] and Path(words[0]).name.startswith("python"):
+        return words[0]
+    return sys.executable
 
 
 def _exit_of(returncode: int) -> Exit:
@@ -196,6 +224,10 @@ class ProcessRunning:
     async def peak_memory(self) -> int | None:
         return self._guard.peak()
 
+    def memory_usage(self) -> int | None:
+        """Memory in use now (thread-safe, cheap: a cgroup file or /proc)."""
+        return None if self._final is not None else self._guard.current()
+
     async def logs(self, tail: int = 50) -> str:
         return self._redactor(self._child.logs(tail))
 
@@ -247,6 +279,9 @@ class ProcessRuntime:
     def _env(self, source: Path, env: Mapping[str, str]) -> dict[str, str]:
         out = {k: os.environ[k] for k in _INHERITED if k in os.environ}
         out["PYTHONUNBUFFERED"] = "1"
+        # No __pycache__ in the service's source: it would change the next image's context
+        # digest (and force a full rebuild) just because the process runtime ran.
+        out["PYTHONDONTWRITEBYTECODE"] = "1"
         out.update(env)
         paths = [str(p if p.is_absolute() else source / p) for p in self._pythonpath]
         if env.get("PYTHONPATH"):
@@ -255,17 +290,23 @@ class ProcessRuntime:
             out["PYTHONPATH"] = os.pathsep.join(paths)
         return out
 
-    async def import_check(self, image: Image, modules: list[str], timeout_s: float) -> str | None:
+    async def import_check(
+        self, image: Image, modules: list[str], timeout_s: float,
+        env: Mapping[str, str] | None = None,
+    ) -> str | None:
         if not modules:
             return None
         source = Path(image.ref)
-        argv = [sys.executable, "-c", _proc.IMPORT_SCRIPT, *modules]
+        self._redactor.add_env(env or {})
+        child_env = self._env(source, env or {})
+        python = service_python(self._command or [], cwd=source, path=child_env.get("PATH"))
+        argv = [python, "-c", _proc.IMPORT_SCRIPT, *modules]
         try:
             with anyio.fail_after(timeout_s):
                 done = await anyio.run_process(
                     argv,
                     cwd=source,
-                    env=self._env(source, {}),
+                    env=child_env,
                     check=False,
                     stderr=subprocess.STDOUT,
                 )
@@ -300,7 +341,8 @@ class ProcessRuntime:
         try:
             if sidecar is not None:
                 side = await self._start_sidecar(sidecar)
-            guard = create_guard(memory_limit, mode=self._guard_mode)
+            # blocks briefly (stale-cgroup cleanup, bounded at 3 s) before anything runs
+            guard = create_guard(memory_limit, mode=self._guard_mode)  # noqa: FC406
             listen = _proc.free_port()
             service_env = self._env(source, {**env, "PORT": str(listen), "HOST": "127.0.0.1"})
             child = _Child(_interpreter(argv), cwd=source, env=service_env, guard=guard)

@@ -20,6 +20,7 @@ import anyio
 import httpx
 
 from flightcheck.fakemodel.server import FAKE_API_KEY
+from flightcheck.secrets import excerpt
 from flightcheck.smoke.assertions import (
     CheckResult,
     check_cost,
@@ -30,7 +31,7 @@ from flightcheck.smoke.assertions import (
     check_tokens,
 )
 from flightcheck.smoke.jsonpath import resolve
-from flightcheck.smoke.suite import Case, Defaults, ModelScript, Price, Suite
+from flightcheck.smoke.suite import Case, Defaults, ModelScript, Price
 
 CaseStatus = Literal["pass", "fail", "warn", "skipped"]
 
@@ -56,29 +57,37 @@ _EXCERPT = 500
 
 @dataclass(frozen=True)
 class Mode:
-    """Which model the service talks to during the suite."""
+    """Which model the service talks to during the suite: an explicit choice
+    (``[smoke].model``, ``--real-model``), never inferred from the keys it was given."""
 
-    kind: Literal["fake", "real", "service"]  # service: whatever the service does by itself
-    provider: str | None = None  # openai | gemini in real mode
+    kind: Literal["fake", "real"]
+    provider: str | None = None  # openai | gemini in real mode, when its key is given
 
     def describe(self) -> str:
-        if self.kind == "real":
-            return f"real provider ({self.provider})"
         if self.kind == "fake":
             return "fake model server"
-        return "the service's own provider settings (no fake model server)"
+        if self.provider is None:
+            return "real provider (the service's own settings)"
+        return f"real provider ({self.provider})"
 
 
-def detect_mode(env: Mapping[str, str], fake_model: bool) -> Mode:
-    """Real provider when a real key is in the service's env; else fake (when enabled)."""
+def detect_provider(env: Mapping[str, str]) -> str | None:
+    """The provider whose key the service was given (real mode), if any."""
     for provider, names in PROVIDER_KEYS.items():
         if any(env.get(n) and env.get(n) != FAKE_API_KEY for n in names):
-            return Mode("real", provider)
-    return Mode("fake") if fake_model else Mode("service")
+            return provider
+    return None
 
 
-def fake_env(port: int, suite: Suite | None) -> dict[str, str]:
-    """The service env that points every supported SDK at the fake model server."""
+def detect_mode(env: Mapping[str, str], model: Literal["fake", "real"]) -> Mode:
+    """The mode ``model`` asks for; in real mode, the provider named by the keys in ``env``."""
+    return Mode("fake") if model == "fake" else Mode("real", detect_provider(env))
+
+
+def fake_env(port: int, given: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The service env that points every supported SDK at the fake model server. It wins over
+    whatever the service was given: a key the user passed (because the service insists on
+    one) must not reach the real provider, and a base URL must not lead away from the fake."""
     base = f"http://127.0.0.1:{port}"
     env = {
         "OPENAI_BASE_URL": f"{base}/v1",
@@ -87,8 +96,8 @@ def fake_env(port: int, suite: Suite | None) -> dict[str, str]:
         "GOOGLE_GEMINI_BASE_URL": base,
         "GEMINI_API_KEY": FAKE_API_KEY,
     }
-    if suite is not None:
-        env.update(suite.env.get("fake", {}))
+    for names in PROVIDER_KEYS.values():
+        env.update({n: FAKE_API_KEY for n in names if n in (given or {})})
     return env
 
 
@@ -113,6 +122,7 @@ class CaseResult:
     model: str | None = None
     provider_requests: list[dict[str, Any]] = field(default_factory=list)
     excerpt: str = ""
+    timed_out: bool = False  # no response within the case's time limit
 
     @property
     def failed(self) -> list[CheckResult]:
@@ -168,7 +178,7 @@ class FakeControl:
             ) from None
         if resp.status_code != 200:
             raise ControlError(f"fake model server refused {method} {path}: HTTP "
-                               f"{resp.status_code} {resp.text[:200]}")
+                               f"{resp.status_code} {excerpt(resp.text, 200, str)}")
         data = resp.json()
         return data if isinstance(data, dict) else {}
 
@@ -256,7 +266,8 @@ class Runner:
         own = case.timeout_s or self._defaults.timeout_s
         return min(self._timeout, own) if own else self._timeout
 
-    async def run_case(self, case: Case) -> CaseResult:
+    async def run_case(self, case: Case, *, limit_s: float | None = None) -> CaseResult:
+        """Run one case; ``limit_s`` (what is left of the stage's deadline) caps its time."""
         result = CaseResult(name=case.name, line=case.line)
         if case.model is not None and self.mode.kind != "fake":
             result.status = "skipped"
@@ -266,6 +277,8 @@ class Runner:
             )
             return result
         timeout = self.timeout_for(case)
+        if limit_s is not None:
+            timeout = max(0.001, min(timeout, limit_s))
         try:
             # Bounds the control calls too: nothing in a case can wait forever.
             with anyio.fail_after(timeout + 2 * 5.0 + 1.0):
@@ -274,6 +287,7 @@ class Runner:
             result.checks.append(CheckResult("fake-model", False, "control API answers", None,
                                              message=str(exc)))
         except TimeoutError:
+            result.timed_out = True
             result.checks.append(CheckResult("response", False, "a verdict", None,
                                              message=f"case did not finish within {timeout:g} s"))
         self._judge(case, result)
@@ -309,6 +323,7 @@ class Runner:
                     timeout=limit_s,
                 )
         except (httpx.HTTPError, TimeoutError) as exc:
+            result.timed_out = isinstance(exc, TimeoutError | httpx.TimeoutException)
             reason = _transport_reason(exc, limit_s)
             result.checks.append(CheckResult(
                 "response", False, "an HTTP response", None,
@@ -319,7 +334,7 @@ class Runner:
         result.latency_ms = round((time.perf_counter() - started) * 1000, 2)
         result.http_status = resp.status_code
         text = resp.text
-        result.excerpt = self._redact(_one_line(text)[:_EXCERPT])
+        result.excerpt = excerpt(text, _EXCERPT, self._redact, one_line=True)
         self._check_response(case, resp.status_code, text, result)
         await self._provider_usage(result, control)
         self._check_budgets(case, text, result)
@@ -440,10 +455,6 @@ def _query_value(v: str | int | float | bool) -> str:
     if isinstance(v, bool):
         return "true" if v else "false"
     return str(v)
-
-
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
 
 
 def percentile(values: list[float], q: float) -> float | None:

@@ -267,15 +267,82 @@ def _case_lines(text: str) -> list[int]:
     return []
 
 
-def _resolve_schema(schema: dict[str, Any] | str, base: Path, where: str) -> dict[str, Any]:
+MAX_SUITE_BYTES = 1024**2
+MAX_NODES = 100_000  # YAML nodes after aliases are expanded: a real suite has a few thousand
+
+
+class SuiteTooLarge(ValueError):
+    """The YAML would expand beyond :data:`MAX_NODES` (an alias bomb) or refers to itself."""
+
+
+def _expanded_size(root: yaml.Node, limit: int) -> int:
+    """How many nodes the document has once every alias is expanded, stopping at ``limit``.
+    Shared nodes are counted once per use, which is what loading them costs downstream."""
+    sizes: dict[int, int] = {}
+    active: set[int] = set()
+
+    def size(node: yaml.Node) -> int:
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        if key in active:
+            raise SuiteTooLarge("an alias refers to the node that contains it (recursive YAML)")
+        active.add(key)
+        total = 1
+        if isinstance(node, yaml.SequenceNode):
+            for child in node.value:
+                total += size(child)
+                if total > limit:
+                    break
+        elif isinstance(node, yaml.MappingNode):
+            for k, v in node.value:
+                total += size(k) + size(v)
+                if total > limit:
+                    break
+        active.discard(key)
+        sizes[key] = min(total, limit + 1)
+        return sizes[key]
+
+    return size(root)
+
+
+def safe_yaml(text: str) -> Any:
+    """``yaml.safe_load`` that refuses documents whose aliases expand past :data:`MAX_NODES`
+    (a "billion laughs" suite would otherwise be expanded by validation) or that are too big.
+    Raises SuiteTooLarge or yaml.YAMLError."""
+    if len(text) > MAX_SUITE_BYTES:
+        raise SuiteTooLarge(f"the file is larger than {MAX_SUITE_BYTES // 1024} KiB")
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        if _expanded_size(node, MAX_NODES) > MAX_NODES:
+            raise SuiteTooLarge(
+                f"its aliases (*name) expand to more than {MAX_NODES} values (an alias bomb?)"
+            )
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+def _resolve_schema(
+    schema: dict[str, Any] | str, base: Path, where: str, root: Path | None = None
+) -> dict[str, Any]:
     if isinstance(schema, str):
         file = (base / schema).resolve()
+        inside = (root or base).resolve()
+        if not file.is_relative_to(inside):
+            raise ValueError(f"{where}: schema file {schema!r} resolves to {file}, outside "
+                             f"{inside}; keep schema files inside the project")
         try:
-            loaded = json.loads(file.read_text(encoding="utf-8")) if file.suffix == ".json" else (
-                yaml.safe_load(file.read_text(encoding="utf-8"))
-            )
+            text = file.read_text(encoding="utf-8")
+            loaded = json.loads(text) if file.suffix == ".json" else safe_yaml(text)
         except (OSError, ValueError, yaml.YAMLError) as exc:
-            raise ValueError(f"{where}: cannot load schema file {file}: {exc}") from None
+            # The reason only: a parser's message may quote the file's content.
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else (
+                str(exc) if isinstance(exc, SuiteTooLarge) else "not valid JSON/YAML")
+            raise ValueError(f"{where}: cannot load schema file {file}: {reason}") from None
         if not isinstance(loaded, dict):
             raise ValueError(f"{where}: schema file {file} does not hold a JSON object")
         schema = loaded
@@ -286,7 +353,9 @@ def _resolve_schema(schema: dict[str, Any] | str, base: Path, where: str) -> dic
     return schema
 
 
-def parse_suite(data: object, *, path: Path | None = None, text: str = "") -> Suite:
+def parse_suite(
+    data: object, *, path: Path | None = None, text: str = "", root: Path | None = None
+) -> Suite:
     """Validate already-parsed YAML/JSON data as a suite. Raises ConfigError."""
     label = str(path) if path else "<suite>"
     repro = f"flightcheck ci --only ai-smoke  # suite {label}"
@@ -308,15 +377,16 @@ def parse_suite(data: object, *, path: Path | None = None, text: str = "") -> Su
             case._line = lines[i] if i < len(lines) else None
             if case.expect.schema_ is not None:
                 case.expect.schema_ = _resolve_schema(
-                    case.expect.schema_, base, f"case {case.name!r}"
+                    case.expect.schema_, base, f"case {case.name!r}", root
                 )
     except ValueError as exc:
         raise ConfigError(f"{label}: {exc}", fix="fix the schema", repro=repro) from None
     return suite
 
 
-def load_suite(path: Path) -> Suite:
-    """Read and validate a suite file. Raises ConfigError with the failing key and a fix."""
+def load_suite(path: Path, *, root: Path | None = None) -> Suite:
+    """Read and validate a suite file. Raises ConfigError with the failing key and a fix.
+    Schema files it names must stay inside ``root`` (default: the suite's directory)."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -329,7 +399,14 @@ def load_suite(path: Path) -> Suite:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read smoke suite {path}: {exc}") from None
     try:
-        data = yaml.safe_load(text)
+        data = safe_yaml(text)
+    except SuiteTooLarge as exc:
+        raise ConfigError(
+            f"{path}: refused: {exc}",
+            why="flightcheck bounds what it reads, so a suite cannot exhaust memory or time",
+            fix="write the cases out (anchors for a shared schema are fine), or split the suite",
+            repro="flightcheck ci --only ai-smoke",
+        ) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
@@ -339,7 +416,7 @@ def load_suite(path: Path) -> Suite:
             fix="fix the YAML at the position given",
             repro=f"python -c \"import yaml; yaml.safe_load(open('{path}'))\"",
         ) from None
-    return parse_suite(data, path=path, text=text)
+    return parse_suite(data, path=path, text=text, root=root)
 
 
 def _suite_error(exc: ValidationError, data: dict[str, Any], label: str, repro: str) -> ConfigError:

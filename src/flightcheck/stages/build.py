@@ -13,12 +13,12 @@ from __future__ import annotations
 import re
 
 from flightcheck.context import Context
-from flightcheck.errors import StageError
-from flightcheck.results import Finding, Severity, StageResult, Status
+from flightcheck.errors import ConfigError, StageError
+from flightcheck.results import Finding, Severity, StageName, StageResult, Status
 from flightcheck.runtimes import select_runtime
 from flightcheck.runtimes.base import BuildFailed, Image, Runtime
 
-STAGE = "build"
+STAGE: StageName = "build"
 IMPORT_TIMEOUT_S = 60.0
 _LOG_LINES = 30
 
@@ -57,12 +57,37 @@ def distribution_for(module: str) -> str:
     return parts[0].replace("_", "-")
 
 
+def _requested_runtime(ctx: Context) -> str:
+    return ctx.runtime_name if ctx.runtime_name != "auto" else ctx.config.run.runtime
+
+
+async def prepare(ctx: Context) -> None:
+    """Before any stage runs: the Dockerfile exists (unless the process runtime, which needs
+    none, was asked for), and what the service will see is decided once — its model (fake
+    model server or real provider), so that every stage that runs it, the import check
+    included, gives it the same environment."""
+    from flightcheck.stages import smoke
+
+    if _requested_runtime(ctx) != "process":
+        svc = ctx.config.service
+        path = ctx.config.source_dir / svc.dockerfile
+        if not path.is_file():
+            raise ConfigError(
+                f"no Dockerfile at {path}",
+                why=f"[service].dockerfile ({svc.dockerfile!r}) names no file in the build "
+                f"context {ctx.config.source_dir}",
+                fix=f"add {svc.dockerfile}, point [service].dockerfile at the right file, or run "
+                "without an image: --runtime process",
+                repro=ctx.repro(STAGE).local,
+            )
+    await smoke.prepare_model(ctx)
+
+
 async def run(ctx: Context) -> StageResult:
     res = ctx.result(STAGE)
     svc = ctx.config.service
-    requested = ctx.runtime_name if ctx.runtime_name != "auto" else ctx.config.run.runtime
     runtime = select_runtime(
-        requested,
+        _requested_runtime(ctx),
         redactor=ctx.redactor,
         on_log=lambda line: _progress(ctx, line),
         name=svc.name,
@@ -92,7 +117,10 @@ async def run(ctx: Context) -> StageResult:
     ctx.artifacts["image"] = image
     _measure(res, image)
 
-    problem = await runtime.import_check(image, list(svc.import_check), IMPORT_TIMEOUT_S)
+    # With the environment the service gets: a service that reads its key at import must
+    # not fail here when it will have one.
+    problem = await runtime.import_check(image, list(svc.import_check), IMPORT_TIMEOUT_S,
+                                         env=ctx.service_environment())
     if problem is not None:
         _import_failed(ctx, res, problem, runtime)
         return res
@@ -199,7 +227,15 @@ def _import_failed(ctx: Context, res: StageResult, problem: str, runtime: Runtim
             Finding(code="build.import", category="dependency", severity=Severity.ERROR,
                     message=problem,
                     fix="run the import by hand in the image to see the full traceback: "
-                    "docker run --rm --entrypoint python <image> -c 'import "
-                    + ", ".join(ctx.config.service.import_check) + "'")
+                    + _by_hand(ctx, runtime))
         )
     res.details["import_error"] = problem
+
+
+def _by_hand(ctx: Context, runtime: Runtime) -> str:
+    """The import check as a command to paste, with the real image tag."""
+    image = ctx.artifacts.get("image")
+    modules = ", ".join(ctx.config.service.import_check)
+    if runtime.name == "process" or not isinstance(image, Image):
+        return f"python -c 'import {modules}' (in {ctx.config.source_dir})"
+    return f"docker run --rm --entrypoint python {image.ref} -c 'import {modules}'"

@@ -29,6 +29,7 @@ from flightcheck.config import ProbeConfig
 from flightcheck.context import Context
 from flightcheck.results import Finding, Severity, StageName, StageResult, Status
 from flightcheck.runtimes.base import Exit, Running
+from flightcheck.secrets import excerpt
 
 STAGE: StageName = "health-poll"
 _MIN_INTERVAL_S = 0.005
@@ -39,8 +40,18 @@ _MIN_GRACE_S = 5.0
 _MAX_GRACE_S = 30.0
 _MAX_REASONS = 20
 _LOG_LINES = 200
+_BODY_CHARS = 120  # of a failed probe's body, in its reason
+# A startup path that answers 404 this long while the server is up does not exist: nothing
+# will change by waiting out the window (unless strict Cloud Run semantics are asked for).
+NOT_FOUND_S = 2.0
+_CANDIDATES = ("/health", "/healthz", "/ready", "/readyz", "/health/ready", "/livez", "/")
 
 StatusFn = Callable[[], Awaitable[Exit | None]]
+Redact = Callable[[str], str]
+
+
+def _same(text: str) -> str:
+    return text
 
 
 @dataclass
@@ -63,7 +74,7 @@ class ProbeOutcome:
 
     path: str
     window_s: float
-    ended: Literal["ready", "window", "exited"] = "window"
+    ended: Literal["ready", "window", "exited", "not-found"] = "window"
     ready_after_s: float | None = None  # since the poll began; may exceed the window
     ready_at: float | None = None  # epoch seconds of the first success
     probes_sent: int = 0
@@ -116,8 +127,11 @@ class ProbeOutcome:
         }
 
 
-async def _probe_once(client: httpx.AsyncClient, url: str, timeout_s: float) -> str | None:
-    """None on success (HTTP 200-399, as Cloud Run counts it), else why it failed."""
+async def _probe_once(
+    client: httpx.AsyncClient, url: str, timeout_s: float, redact: Redact = _same
+) -> str | None:
+    """None on success (HTTP 200-399, as Cloud Run counts it), else why it failed (the body
+    redacted before it is cut short)."""
     try:
         with anyio.fail_after(timeout_s):
             resp = await client.get(url, timeout=timeout_s)
@@ -131,7 +145,7 @@ async def _probe_once(client: httpx.AsyncClient, url: str, timeout_s: float) -> 
         return f"{type(exc).__name__}: {exc}"
     if 200 <= resp.status_code < 400:
         return None
-    body = " ".join(resp.text.split())[:120]
+    body = excerpt(resp.text, _BODY_CHARS, redact, one_line=True)
     return f"HTTP {resp.status_code}" + (f": {body}" if body else "")
 
 
@@ -158,9 +172,13 @@ async def wait_ready(
     status: StatusFn | None = None,
     grace_s: float = 0.0,
     started_at: float | None = None,
+    redact: Redact = _same,
+    fail_fast_404: bool = False,
 ) -> ProbeOutcome:
     """Poll ``probe.path`` until it succeeds, the window (+ ``grace_s``) ends, or the service
-    dies (``status`` returns an Exit). Never raises for a failing service.
+    dies (``status`` returns an Exit). Never raises for a failing service. ``fail_fast_404``:
+    stop (ended "not-found") once the path has answered only 404 for NOT_FOUND_S — the server
+    is up, the path does not exist.
 
     Times count from ``started_at`` (epoch seconds the service started, as Cloud Run counts
     its window from the container's start), or from now when it is unknown.
@@ -198,15 +216,23 @@ async def wait_ready(
         await anyio.sleep(max(0.0, probe.initial_delay_s - elapsed()))
         interval, last_kind = _MIN_INTERVAL_S, ""
         cap = min(probe.period_s, _MAX_INTERVAL_S)
+        not_found_since: float | None = None
         while outcome.probes_sent == 0 or elapsed() < deadline:
             at = elapsed()
-            reason = await _probe_once(client, url, probe.timeout_s)
+            reason = await _probe_once(client, url, probe.timeout_s, redact)
             outcome.probes_sent += 1
             if reason is None:
                 outcome.ready_after_s, outcome.ready_at = elapsed(), time.time()
                 outcome.ended = "ready"
                 break
             outcome.record(reason, at)
+            if reason.startswith("HTTP 404"):
+                not_found_since = at if not_found_since is None else not_found_since
+                if fail_fast_404 and at - not_found_since >= NOT_FOUND_S:
+                    outcome.ended = "not-found"
+                    break
+            else:
+                not_found_since = None
             kind = _kind(reason)
             # A new kind of failure means the service moved on: look closely again.
             interval = _MIN_INTERVAL_S if kind != last_kind else min(cap, interval * _BACKOFF)
@@ -217,8 +243,8 @@ async def wait_ready(
     return outcome
 
 
-async def check_liveness(endpoint: str, probe: ProbeConfig, *, status: StatusFn | None = None
-                         ) -> ProbeOutcome:
+async def check_liveness(endpoint: str, probe: ProbeConfig, *, status: StatusFn | None = None,
+                         redact: Redact = _same) -> ProbeOutcome:
     """Liveness once the service is up: fails only after ``failure_threshold`` failures in a
     row, like Cloud Run, but retried quickly instead of once per period."""
     url = endpoint.rstrip("/") + probe.path
@@ -230,7 +256,7 @@ async def check_liveness(endpoint: str, probe: ProbeConfig, *, status: StatusFn 
             if status is not None and (exit_ := await status()) is not None:
                 outcome.exit, outcome.ended = exit_, "exited"
                 return outcome
-            reason = await _probe_once(client, url, probe.timeout_s)
+            reason = await _probe_once(client, url, probe.timeout_s, redact)
             outcome.probes_sent += 1
             if reason is None:
                 outcome.ended = "ready"
@@ -279,7 +305,8 @@ async def run(ctx: Context) -> StageResult:
                    f"(delay {startup.initial_delay_s:g} + {startup.period_s:g} s × "
                    f"{startup.failure_threshold})")
     outcome = await wait_ready(running.endpoint, startup, status=running.status, grace_s=grace,
-                               started_at=running.started_at)
+                               started_at=running.started_at, redact=ctx.redactor,
+                               fail_fast_404=not cfg.strict_cloud_run)
     res.details["startup"] = _redacted(ctx, outcome.to_json())
     res.measure("startup_window_s", startup.window_s, "s")
     res.measure("time_to_ready_s", None if outcome.ready_after_s is None
@@ -301,6 +328,22 @@ async def run(ctx: Context) -> StageResult:
                     f"probe(s) of {startup.path}; probe failures: {_reasons_text(outcome)}",
                     "raise [run].memory_limit" if outcome.exit.oom
                     else "read the log tail below: the service crashed at startup")
+        return res
+    if outcome.ended == "not-found":
+        res.status = Status.FAIL
+        res.summary = (f"{startup.path} answers 404 while the server is up: the startup probe "
+                       "path does not exist")
+        answering = await _answering_paths(running.endpoint, {cfg.liveness.path, *_CANDIDATES},
+                                           min(startup.timeout_s, 2.0))
+        hint = (f"; these paths answer: {', '.join(answering)}" if answering
+                else "; none of the usual health paths answers either")
+        await _fail(ctx, res, running, "health.startup-not-found", "probe",
+                    f"{res.summary}: every probe for {outcome.ended_after_s:.1f} s answered 404 "
+                    f"({outcome.probes_sent} probes){hint}",
+                    f"set [health.startup].path to the path your service answers once it is "
+                    f"ready{' (e.g. ' + answering[0] + ')' if answering else ''}; Cloud Run "
+                    "would retry it until the window ends and then restart the instance "
+                    "([health].strict_cloud_run = true waits like Cloud Run)")
         return res
     first = outcome.ready and outcome.probes_sent == 1
     if first and not outcome.within_window:
@@ -333,7 +376,8 @@ async def run(ctx: Context) -> StageResult:
     assert outcome.ready_after_s is not None
     ctx.log(STAGE, f"ready after {outcome.ready_after_s * 1000:.0f} ms "
                    f"({outcome.probes_sent} probes)")
-    live = await check_liveness(running.endpoint, cfg.liveness, status=running.status)
+    live = await check_liveness(running.endpoint, cfg.liveness, status=running.status,
+                                redact=ctx.redactor)
     res.details["liveness"] = _redacted(ctx, live.to_json())
     res.measure("liveness_ok", live.ready)
     if not live.ready:
@@ -350,6 +394,20 @@ async def run(ctx: Context) -> StageResult:
                    f"(window {startup.window_s:g} s, {outcome.probes_sent} probes); "
                    f"liveness {cfg.liveness.path} ok")
     return res
+
+
+async def _answering_paths(endpoint: str, paths: set[str], timeout_s: float) -> list[str]:
+    """Which of ``paths`` answer 2xx/3xx (a hint for the startup probe path)."""
+    found: list[str] = []
+    async with httpx.AsyncClient(trust_env=False, follow_redirects=False) as client:
+        for path in sorted(paths, key=lambda p: (p == "/", p)):
+            try:
+                resp = await client.get(endpoint.rstrip("/") + path, timeout=timeout_s)
+            except httpx.HTTPError:
+                continue
+            if 200 <= resp.status_code < 400:
+                found.append(path)
+    return found
 
 
 def _redacted(ctx: Context, data: dict[str, object]) -> dict[str, object]:

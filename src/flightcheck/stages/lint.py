@@ -9,12 +9,14 @@ worker thread (which fans out to worker processes) so the event loop stays free.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from functools import partial
 
 import anyio.to_thread
 
 from flightcheck.context import Context
 from flightcheck.lint import CATEGORIES, lint_paths, summary, to_sarif
+from flightcheck.lint.target import service_from_config
 from flightcheck.results import Severity, StageResult, Status
 
 STAGE = "lint"
@@ -30,11 +32,21 @@ async def run(ctx: Context) -> StageResult:
         return res
     paths = [cfg.resolve(p) for p in cfg.lint.paths]
     ctx.log(STAGE, f"scanning {', '.join(str(p) for p in paths)}")
-    report = await anyio.to_thread.run_sync(partial(lint_paths, cfg.source_dir, paths, cfg.lint))
+    service = service_from_config(cfg, from_file=ctx.loaded.path is not None)
+    report = await anyio.to_thread.run_sync(
+        partial(lint_paths, cfg.source_dir, paths, cfg.lint, service=service)
+    )
 
     errors, warnings = report.count(Severity.ERROR), report.count(Severity.WARNING)
-    res.status = Status.FAIL if errors else Status.WARN if warnings else Status.PASS
+    # Files left unchecked (over max_file_kb, unreadable) mean the gate did not see everything:
+    # never a plain pass (and a failure under --strict).
+    unchecked = report.unchecked
+    res.status = Status.FAIL if errors else Status.WARN if warnings or unchecked else Status.PASS
     res.summary = ctx.redactor(summary(report))
+    if unchecked:
+        res.summary += f"; {len(unchecked)} not checked"
+    for skip in unchecked[:MAX_FINDINGS]:
+        ctx.log(STAGE, f"not checked: {skip.file}: {skip.reason}")
     for finding in report.findings[:MAX_FINDINGS]:
         finding.message = ctx.redactor(finding.message)
         res.findings.append(finding)
@@ -49,7 +61,10 @@ async def run(ctx: Context) -> StageResult:
 
     sarif = ctx.report_dir / "lint.sarif"
     sarif.parent.mkdir(parents=True, exist_ok=True)
-    sarif.write_text(ctx.redactor(json.dumps(to_sarif(report), indent=2)), encoding="utf-8")
+    # Redact the strings, then serialise: a redaction must never cut through JSON syntax (a
+    # private-key pattern in a rule's example would swallow the closing quote).
+    sarif.write_text(json.dumps(_redacted(to_sarif(report), ctx.redactor), indent=2),
+                     encoding="utf-8")
     res.details["sarif"] = str(sarif)
     res.details["skipped"] = [{"file": s.file, "reason": s.reason} for s in report.skipped]
     res.details["notes"] = list(report.notes)
@@ -59,3 +74,13 @@ async def run(ctx: Context) -> StageResult:
     for note in report.notes:
         ctx.log(STAGE, f"note: {note}")
     return res
+
+
+def _redacted(value: object, redact: Callable[[str], str]) -> object:
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {k: _redacted(v, redact) for k, v in value.items()}  # pyright: ignore[reportUnknownVariableType]
+    if isinstance(value, list):
+        return [_redacted(v, redact) for v in value]  # pyright: ignore[reportUnknownVariableType]
+    return value

@@ -11,6 +11,7 @@ against the limit, the evidence for sizing the deploy target. Leaves ``ctx.artif
 
 from __future__ import annotations
 
+import threading
 import time
 
 import anyio
@@ -20,10 +21,12 @@ from flightcheck.context import Context
 from flightcheck.errors import StageError
 from flightcheck.results import Finding, Severity, StageResult, Status
 from flightcheck.runtimes import listening
-from flightcheck.runtimes.base import Exit, Image, Running, Runtime
+from flightcheck.runtimes.base import Exit, Image, MemorySampling, Running, Runtime
+from flightcheck.runtimes.guard import Sampler
 from flightcheck.stages.health import wait_ready
 
 STAGE = "run-with-memory-limit"
+TIMELINE = "memory-timeline"  # ctx.artifacts key of the MemoryTimeline
 SETTLE_S = 3.0  # watched right after start: a crash or the first listen usually happens here
 NEAR_LIMIT = 0.9  # peak above this share of the limit is a warning
 _LOG_LINES = 50
@@ -51,6 +54,11 @@ async def run(ctx: Context) -> StageResult:
     )
     ctx.stack.push_async_callback(running.stop)
     ctx.artifacts["running"] = running
+    if isinstance(running, MemorySampling):
+        # Memory over time through health-poll and ai-smoke: the report's chart.
+        timeline = MemoryTimeline(running)
+        ctx.stack.callback(timeline.stop)  # LIFO: before running.stop
+        ctx.artifacts[TIMELINE] = timeline
     res.measure("start_seconds", round(time.perf_counter() - started, 3), "s")
     res.measure("memory_limit_bytes", limit, "bytes")
     res.details.update(
@@ -107,10 +115,14 @@ async def finalize(ctx: Context, result: StageResult) -> StageResult:
         # after the port opens, so watch until the startup probe passes (or its window ends).
         ctx.log(STAGE, f"watching until {ctx.config.health.startup.path} passes (model load)")
         await wait_ready(running.endpoint, ctx.config.health.startup, status=running.status,
-                         started_at=running.started_at)
+                         started_at=running.started_at, redact=ctx.redactor,
+                         fail_fast_404=not ctx.config.health.strict_cloud_run)
     exit_ = await running.status()
     peak = await running.peak_memory()
     limit = running.memory_limit
+    timeline = ctx.artifacts.get(TIMELINE)
+    if isinstance(timeline, MemoryTimeline):
+        result.details["memory_samples"] = timeline.series()
     result.measure("peak_memory_bytes", peak, "bytes")
     result.measure("memory_limit_bytes", limit, "bytes")
     if peak is not None and limit:
@@ -193,3 +205,38 @@ async def _ended(
                 "Cloud Run) instead of a fixed port",
             )
         )
+
+
+class MemoryTimeline:
+    """Samples a running service's memory in a thread: ``series()`` is [[epoch s, bytes], …]
+    (thinned to at most ``max_points``), ``peak_between`` the highest sample in a window."""
+
+    def __init__(self, running: MemorySampling, *, interval: float = 0.2,
+                 max_points: int = 600) -> None:
+        self._samples: list[tuple[float, int]] = []
+        self._lock = threading.Lock()
+        self._max = max_points
+        self._sampler = Sampler(running.memory_usage, interval=interval, on_value=self._add)
+
+    def _add(self, value: int) -> None:
+        with self._lock:
+            self._samples.append((time.time(), value))
+
+    def samples(self) -> list[tuple[float, int]]:
+        with self._lock:
+            return list(self._samples)
+
+    def peak_between(self, start: float, end: float) -> int | None:
+        inside = [v for t, v in self.samples() if start <= t <= end]
+        return max(inside) if inside else None
+
+    def series(self) -> list[list[float]]:
+        points = self.samples()
+        step = max(1, -(-len(points) // self._max))  # ceil: thin evenly, keep the peak
+        thinned = points[::step]
+        if points and max(points, key=lambda p: p[1]) not in thinned:
+            thinned = sorted([*thinned, max(points, key=lambda p: p[1])])
+        return [[round(t, 3), v] for t, v in thinned]
+
+    def stop(self) -> None:
+        self._sampler.stop()
