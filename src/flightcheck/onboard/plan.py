@@ -449,7 +449,8 @@ def _reach(plan: Plan, use: providers.ProviderUse) -> str:
     if use.api not in providers.FAKE_APIS:
         plan.note(f"{use.sdk} at {use.where} speaks the {use.api} API, which flightcheck's fake model "
                   "server does not: cases that reach it fail in fake mode",
-                  "run ai-smoke with a real key (--service-env), or call an OpenAI-compatible endpoint")
+                  "run ai-smoke against the real provider (--real-model, key via --service-env), or call an "
+                  "OpenAI-compatible endpoint")
         return "the fake model server cannot answer this API"
     if use.base.source == "hard-coded":
         plan.note(f"{use.sdk} at {use.where} hard-codes its base URL {use.base.url}: the fake model "
@@ -570,5 +571,5 @@ def _suite_header() -> list[str]:
     return [
         "ai-smoke suite written by `flightcheck init` (format: docs/smoke.md in flightcheck).",
         "Scripted cases (`model:`) run against flightcheck's fake model server: no key, no cost.",
-        "With a real provider key they are skipped and the unscripted ones hit the real API.",
+        "With --real-model (or [smoke].model = \"real\") they are skipped and the unscripted ones hit the real API.",
     ]
