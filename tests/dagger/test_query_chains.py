@@ -485,3 +485,35 @@ def test_deploy_dry_run_builds_and_pushes_nothing(monkeypatch: pytest.MonkeyPatc
     assert run[-1 - 1].args["args"] == ["flightcheck", "deploy", "--target", "cloudrun", "--env",
                                         "dev", "--dry-run"]
     assert _env(run)["FLIGHTCHECK__DEPLOY__REGISTRY"] == "europe-west1-docker.pkg.dev/acme/apps"
+
+
+def test_deploy_to_the_local_cloud_run_binds_it_and_publishes_without_auth(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    answers = {**_deploy_answers(), "stdout": "127.0.0.1:5000/mathcoach\n"}
+    rec, result = call(monkeypatch, "deploy", answers, source=Ref("source"), target="local",
+                       api_endpoint="http://cloudrun:8123", cloud_run=Ref("cloud-run"))
+    assert result == "## deploy: promoted\n"
+    published = rec.last("publish")
+    assert published[-1].args["address"].startswith("127.0.0.1:5000/mathcoach:flightcheck-")
+    assert steps(published, "withRegistryAuth") == []  # the local registry takes none
+    leaves = [q.leaf.field for q in rec.queries]
+    repository = next(q.chain for q in rec.queries if q.leaf.field == "stdout")
+    assert steps(rec.lineage(repository), "withExec")[-1].args["args"] == [
+        "python", "-m", "flightcheck.cloudrun.images", "repository", "--target", "local"]
+    rollout = rec.last("exitCode")
+    assert rollout[-2].args["args"] == [
+        "flightcheck", "deploy", "--target", "local", "--env", "dev", "--api-endpoint",
+        "http://cloudrun:8123", "--image", f"127.0.0.1:5000/mathcoach@{DIGEST}",
+        "--report-dir", "/flightcheck-report"]
+    assert _env(rollout)["FLIGHTCHECK__DEPLOY__TARGET"] == "local"
+    binding = one(rollout, "withServiceBinding").args
+    assert binding["alias"] == "cloudrun" and _input(rec, binding["service"]) == "cloud-run"
+    assert "withMountedSecret" not in {s.field for s in rollout} and "setSecret" not in leaves
+
+
+def test_deploy_to_the_local_cloud_run_needs_its_endpoint(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(FunctionError, match="--target=local needs --api-endpoint"):
+        call(monkeypatch, "deploy", _deploy_answers(), source=Ref("source"), target="local")
+    with pytest.raises(FunctionError, match="unknown --target 'gke'"):
+        call(monkeypatch, "deploy", _deploy_answers(), source=Ref("source"), target="gke")

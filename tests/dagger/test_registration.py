@@ -32,7 +32,8 @@ LESSONS = ("parity", "cost", "baseline_save", "quality", "resources", "readiness
 NEVER_CACHED = (*CHECKS, *LESSONS, "monitoring_apply")
 STAGE_ARGS = ["source", "memory", "environment", "openai_api_key", "gemini_api_key"]
 DEPLOY_ARGS = ["source", "project", "region", "gcp_credentials", "oidc_token", "registry",
-               "registry_username", "registry_password", "environment", "dry_run"]
+               "registry_username", "registry_password", "environment", "dry_run", "target",
+               "api_endpoint", "cloud_run"]
 EXPECTED: dict[str, tuple[list[str], object]] = {
     # function: (arguments in order, return type)
     "checker": (["source"], dagger.Container),
@@ -178,12 +179,14 @@ def test_defaults_and_optional_arguments() -> None:
     assert obj.functions["build"].parameters["dockerfile"].is_nullable
     deploy = obj.functions["deploy"].parameters
     for key in ("project", "region", "gcp_credentials", "oidc_token", "registry",
-                "registry_password"):
+                "registry_password", "api_endpoint", "cloud_run"):
         assert deploy[key].is_nullable and deploy[key].default_value == dagger.JSON("null"), key
     assert deploy["gcp_credentials"].resolved_type == dagger.Secret | None
     assert deploy["registry_password"].resolved_type == dagger.Secret | None
     assert deploy["registry_username"].default_value == dagger.JSON('"oauth2accesstoken"')
     assert deploy["dry_run"].default_value == dagger.JSON("false")
+    assert deploy["target"].default_value == dagger.JSON('"cloudrun"')
+    assert deploy["cloud_run"].resolved_type == dagger.Service | None
     assert deploy["environment"].default_value == dagger.JSON('"dev"')
     for name, arg in (("parity", "envs"), ("cost", "requests_per_hour"), ("quality", "baseline"),
                       ("monitoring_apply", "project")):

@@ -28,6 +28,7 @@ FC_DIR = "/fc"  # guard / fake model files mounted into containers without fligh
 SOURCE_DIR = "/src"
 REPORT_DIR = "/flightcheck-report"
 PLAN_FILE = "/tmp/flightcheck-plan.json"
+CLOUD_RUN_HOST = "cloudrun"  # the host's local Cloud Run, as the checker reaches it
 CREDENTIALS_FILE = "/run/flightcheck/gcp-credentials.json"
 OIDC_TOKEN_FILE = "/run/flightcheck/oidc-token"
 TOKEN_FILE = "/tmp/flightcheck-registry-token"
@@ -289,30 +290,63 @@ class Flightcheck:
             bool, Doc("print the Cloud Run Service and the diff against what is deployed; "
                       "build, push and change nothing")
         ] = False,
+        target: Annotated[
+            str, Doc("cloudrun (Google's Cloud Run) or local: the local Cloud Run of `flightcheck "
+                     "emulator start`, reached at --api-endpoint, images published to "
+                     "--registry (default 127.0.0.1:5000, as the engine reaches it)")
+        ] = "cloudrun",
+        api_endpoint: Annotated[
+            str | None, Doc("the run_v2 API as the checker container reaches it (default: "
+                            "Google's); with --target=local required, e.g. "
+                            f"http://{CLOUD_RUN_HOST}:8123 with --cloud-run: the URLs the local "
+                            "Cloud Run hands out (127.0.0.1:PORT) are then reached at that host")
+        ] = None,
+        cloud_run: Annotated[
+            dagger.Service | None,
+            Doc("the local Cloud Run on your machine, e.g. tcp://localhost:8123 (`flightcheck "
+                f"emulator start --port 8123`), bound to the checker as host {CLOUD_RUN_HOST}; "
+                "the checker must reach its service and tag URLs and fake model servers there "
+                "too, which are on ports of their own (docs/deploy.md)"),
+        ] = None,
     ) -> str:
         """Build the image, publish it, and roll it out to Cloud Run by digest: candidate at 0%
         with a tag, its tag URL checked with health-poll and ai-smoke, canary steps with
         analysis, promote or roll back automatically (docs/deploy.md). Returns the report
         summary; fails when the rollout did not promote."""
-        checker = self._deployer(source, project, region, registry, gcp_credentials, oidc_token)
-        args = ["deploy", "--target", "cloudrun", "--env", environment]
+        if target not in ("cloudrun", "local"):
+            raise ChecksFailed(f"unknown --target {target!r}: use cloudrun or local")
+        if target == "local" and not api_endpoint:
+            raise ChecksFailed("--target=local needs --api-endpoint: the local Cloud Run's API as "
+                               f"the checker reaches it, e.g. --cloud-run=tcp://localhost:8123 "
+                               f"--api-endpoint=http://{CLOUD_RUN_HOST}:8123 (start it with "
+                               "`flightcheck emulator start --port 8123`)")
+        checker = self._deployer(source, target, project, region, registry, gcp_credentials,
+                                 oidc_token)
+        if cloud_run is not None:
+            checker = checker.with_service_binding(CLOUD_RUN_HOST, cloud_run)
+        args = ["deploy", "--target", target, "--env", environment]
+        if api_endpoint:
+            args += ["--api-endpoint", api_endpoint]
         if dry_run:
             out = checker.with_exec(["flightcheck", *args, "--dry-run"], expect=ReturnType.ANY)
             if await out.exit_code() != 0:
                 raise ChecksFailed(await out.stderr())
             return await out.stdout() + await out.stderr()
         plan = await self._plan(source, None, environment, [])
-        repo = (await checker.with_exec(["python", "-m", "flightcheck.cloudrun.images",
-                                         "repository"]).stdout()).strip()
+        try:
+            repo = (await checker.with_exec(["python", "-m", "flightcheck.cloudrun.images",
+                                             "repository", "--target", target]).stdout()).strip()
+        except dagger.ExecError as exc:  # a config error: flightcheck's own message
+            raise ChecksFailed(exc.stderr or exc.message) from None
         address = f"{repo}:flightcheck-{time.time_ns()}"
-        password = registry_password or await self._registry_token(checker, gcp_credentials)
-        published = await (self._image(source, plan, None)
-                           .with_registry_auth(address, registry_username, password)
-                           .publish(address))
-        image = _by_digest(published)
+        image = self._image(source, plan, None)
+        if registry_password is not None or target == "cloudrun":  # the local registry: none
+            password = registry_password or await self._registry_token(checker, gcp_credentials)
+            image = image.with_registry_auth(address, registry_username, password)
+        ref = _by_digest(await image.publish(address))
         done = (
             checker.with_env_variable("FLIGHTCHECK_RUN", str(time.time_ns()))
-            .with_exec(["flightcheck", *args, "--image", image, "--report-dir", REPORT_DIR],
+            .with_exec(["flightcheck", *args, "--image", ref, "--report-dir", REPORT_DIR],
                        expect=ReturnType.ANY)
         )
         code = await done.exit_code()
@@ -471,6 +505,7 @@ class Flightcheck:
     def _deployer(
         self,
         source: dagger.Directory,
+        target: str,
         project: str | None,
         region: str | None,
         registry: str | None,
@@ -478,7 +513,7 @@ class Flightcheck:
         oidc_token: dagger.Secret | None,
     ) -> dagger.Container:
         """The checker with the deploy target's settings and the deployer's credentials."""
-        ctr = self.checker(source).with_env_variable("FLIGHTCHECK__DEPLOY__TARGET", "cloudrun")
+        ctr = self.checker(source).with_env_variable("FLIGHTCHECK__DEPLOY__TARGET", target)
         for key, value in (("PROJECT", project), ("REGION", region), ("REGISTRY", registry)):
             if value:
                 ctr = ctr.with_env_variable(f"FLIGHTCHECK__DEPLOY__{key}", value)

@@ -20,6 +20,7 @@ import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
+from urllib.parse import urlsplit
 
 import anyio
 import anyio.to_thread
@@ -37,6 +38,7 @@ T = TypeVar("T")
 LogFn = Callable[[str], None]
 
 GOOGLE_ENDPOINT = "run.googleapis.com"
+_LOOPBACK = ("127.0.0.1", "localhost", "::1")
 SCOPES = ("https://www.googleapis.com/auth/cloud-platform",)
 TRANSIENT = (gexc.TooManyRequests, gexc.ServiceUnavailable, gexc.GatewayTimeout)
 RETRY_INITIAL_S = 0.2
@@ -85,6 +87,33 @@ class Connection:
     @property
     def local(self) -> bool:
         return self.endpoint is not None and self.endpoint.startswith("http://")
+
+    def reach(self, url: str) -> str:
+        """A URL the local Cloud Run handed out (``http://127.0.0.1:PORT``), as this side reaches
+        it: every URL it serves is on the host of its API, so when that API is reached under
+        another name (from a container: ``http://cloudrun:8123``) so are its URLs."""
+        if not self.local or self.endpoint is None:
+            return url
+        host = urlsplit(self.endpoint).hostname or ""
+        parts = urlsplit(url)
+        if host in _LOOPBACK or parts.scheme != "http" or parts.hostname not in _LOOPBACK:
+            return url
+        netloc = host + (f":{parts.port}" if parts.port else "")
+        return parts._replace(netloc=netloc).geturl()
+
+    def reach_service(self, service: run_v2.Service) -> run_v2.Service:
+        """The service with its URLs (``uri``, ``urls``, tag URLs) as this side reaches them."""
+        if not self.local or (not service.uri and not service.traffic_statuses):
+            return service
+        out = run_v2.Service(service)  # a copy: what was read stays as the API said it
+        out.uri = self.reach(out.uri) if out.uri else out.uri
+        urls = [self.reach(u) for u in out.urls]
+        del out.urls[:]
+        out.urls.extend(urls)
+        for status in out.traffic_statuses:
+            if status.uri:
+                status.uri = self.reach(status.uri)
+        return out
 
 
 def credentials(conn: Connection) -> Any:
@@ -193,7 +222,8 @@ class RunV2:
             except gexc.NotFound:
                 return None
 
-        return await self._call(f"get service {self.target.service}", get)
+        found = await self._call(f"get service {self.target.service}", get)
+        return self.conn.reach_service(found) if found is not None else None
 
     async def create_service(self, service: run_v2.Service, *, timeout_s: float) -> run_v2.Service:
         body = run_v2.Service(service)
@@ -205,7 +235,8 @@ class RunV2:
                                                retry=self.retry, timeout=self._timeout)
             return self._wait(op, timeout_s)
 
-        return await self._call(f"create service {self.target.service}", create)
+        return self.conn.reach_service(
+            await self._call(f"create service {self.target.service}", create))
 
     async def update_service(self, service: run_v2.Service, *, timeout_s: float) -> run_v2.Service:
         body = run_v2.Service(service)
@@ -216,7 +247,8 @@ class RunV2:
                                                timeout=self._timeout)
             return self._wait(op, timeout_s)
 
-        return await self._call(f"update service {self.target.service}", update)
+        return self.conn.reach_service(
+            await self._call(f"update service {self.target.service}", update))
 
     async def get_revision(self, name: str) -> run_v2.Revision | None:
         def get() -> run_v2.Revision | None:
@@ -272,7 +304,7 @@ class RunV2:
             value = resp.json().get("sidecar_endpoint")
         except ValueError:
             return None
-        return value if isinstance(value, str) and value else None
+        return self.conn.reach(value) if isinstance(value, str) and value else None
 
     async def metrics(self, since: float) -> dict[str, Any] | None:
         resp = await self._admin(f"/flightcheck/v1/services/{self.target.service}/metrics",

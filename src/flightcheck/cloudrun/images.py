@@ -212,13 +212,15 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     repo = sub.add_parser("repository", help="print REGISTRY/SERVICE the image is pushed to")
     repo.add_argument("--config", type=Path)
+    repo.add_argument("--target", choices=("cloudrun", "local"), default="cloudrun",
+                      help="the deploy target whose registry (default: cloudrun)")
     token = sub.add_parser("token", help="write an Artifact Registry access token to a file")
     token.add_argument("--output", type=Path, required=True,
                        help="the file to write it to (never stdout: logs must not show it)")
     args = parser.parse_args(argv)
     try:
         if args.command == "repository":
-            loaded = config_mod.load(args.config, overrides={"deploy.target": ("cloudrun",
+            loaded = config_mod.load(args.config, overrides={"deploy.target": (args.target,
                                                                                "--target")})
             print(repository_for(loaded.config))
         else:

@@ -34,7 +34,11 @@ and runs the module's functions for real:
   are stopped when the last dependent is done), Dagger's readiness (the image's Docker
   HEALTHCHECK when it has one — dagger/dagger#11951 — else TCP connects to every exposed port
   that does not skip the check), ``insecureRootCapabilities`` (see below), ``export`` of
-  directories and files, ``Service.up`` (127.0.0.1 ports forwarded until the client goes away).
+  directories and files, ``Service.up`` (127.0.0.1 ports forwarded until the client goes away),
+  ``Container.withRegistryAuth`` + ``publish`` (the daemon tags and pushes the state to the
+  address with those credentials and the answer is the engine's ``ADDRESS@sha256:…``; the
+  password never reaches a log), ``Host.service`` bound to an exec (``tcp://localhost:PORT``
+  arguments; see below).
 
 What it does **not** model (a test passing here does not prove these):
 
@@ -48,6 +52,12 @@ What it does **not** model (a test passing here does not prove these):
   visible to every container on it (Dagger scopes aliases to the dependent); no service
   hostnames, no ``Service.endpoint``/``start``/``stop``; no health checks beyond Docker's
   HEALTHCHECK and TCP port waits; the wait gives up after ``HEALTH_WAIT_S``.
+- ``Host.service`` exactly: an exec bound to one runs in the host's network namespace with
+  the alias naming 127.0.0.1, so *every* host port is reachable through it, not only the
+  forwarded ones (Dagger tunnels just those through the CLI's session); one beside container
+  services, or bound to a service, is refused. ``publish``: the daemon's push (Docker image
+  manifest), no ``platformVariants``/compression/media-type choices, no layer cache of the
+  engine's own.
 - ``insecureRootCapabilities`` exactly: this machine's dockerd cannot start privileged
   containers, so such containers get every capability the daemon can grant, no seccomp or
   AppArmor profile, and the memory cgroup hierarchy (cgroup v1) bind-mounted writable — what

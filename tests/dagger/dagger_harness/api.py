@@ -319,6 +319,7 @@ _CONTAINER_OPS: dict[str, set[str]] = {
     "withFile": {"path", "source", "permissions", "expand"},
     "withNewFile": {"path", "contents", "permissions", "expand"},
     "withExec": {"args", "useEntrypoint", "expect", "insecureRootCapabilities", "expand"},
+    "withRegistryAuth": {"address", "username", "secret"},
 }
 _ID_ARGS = {"secret": Secret, "cache": CacheVolume, "service": Service, "source": None}
 
@@ -408,6 +409,13 @@ def _ctr_dir(ctx: Ctx, c: Container, args: dict[str, Any], info: Any) -> Directo
                                 c.id, "directory", args["path"])
 
 
+@resolves("Container.publish")
+async def _publish(ctx: Ctx, c: Container, args: dict[str, Any], info: Any) -> str:
+    # platformVariants / forcedCompression / mediaTypes: the daemon's push decides them here
+    _not_default(info, args, {"address"})
+    return await ctx.engine.publish(c, args["address"])
+
+
 @resolves("Container.asService")
 def _as_service(ctx: Ctx, c: Container, args: dict[str, Any], info: Any) -> Service:
     _not_default(info, args, {"args", "useEntrypoint", "insecureRootCapabilities"})
@@ -480,6 +488,23 @@ async def _file_export(ctx: Ctx, f: File, args: dict[str, Any], info: Any) -> st
 @resolves("File.name")
 def _file_name(_ctx: Ctx, f: File, _a: Any, _i: Any) -> str:
     return Path(f.path).name
+
+
+@resolves("Host.service")
+def _host_service(ctx: Ctx, _obj: Any, args: dict[str, Any], info: Any) -> Service:
+    _not_default(info, args, {"ports", "host"})
+    if args.get("host", "localhost") not in ("localhost", "127.0.0.1"):
+        raise EngineError("Host.service(host) other than localhost is not modelled by the "
+                          "flightcheck Dagger harness")
+    ports = args["ports"]
+    if not ports:
+        raise EngineError("Host.service: an empty set of ports is not valid")
+    if any((p.get("frontend") or p["backend"]) != p["backend"] or
+           p.get("protocol", "TCP") != "TCP" for p in ports):
+        raise EngineError("Host.service: only TCP with frontend = backend is modelled by the "
+                          "flightcheck Dagger harness")
+    svc = Service(host_ports=tuple(sorted(p["backend"] for p in ports)))
+    return ctx.engine.store.add(svc, "host-service", svc.host_ports)
 
 
 @resolves("Secret.name")

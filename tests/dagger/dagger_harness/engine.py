@@ -138,6 +138,7 @@ class Service(Obj):
     args: tuple[str, ...] = ()
     use_entrypoint: bool = False
     insecure: bool = False
+    host_ports: tuple[int, ...] = ()  # Host.service: the host's ports it forwards (none: a container)
 
 
 @dataclass(eq=False)
@@ -212,6 +213,7 @@ class Config:
     mounts: tuple[tuple[str, str], ...] = ()  # (target, CacheVolume ID)
     bindings: tuple[tuple[str, str], ...] = ()  # (alias, Service ID)
     healthcheck: tuple[tuple[str, Any], ...] | None = None  # Docker's Healthcheck config
+    registry_auth: tuple[tuple[str, str, str], ...] = ()  # (registry host, username, Secret ID)
 
     def with_env(self, name: str, value: str | None) -> Config:
         env = tuple((k, v) for k, v in self.env if k != name)
@@ -476,6 +478,10 @@ class Engine:
             return replace(cfg, bindings=(*bindings, (a["alias"], a["service"])))
         if op == "withoutDockerHealthcheck":
             return replace(cfg, healthcheck=None)
+        if op == "withRegistryAuth":
+            host = registry_host(a["address"])
+            kept = tuple(r for r in cfg.registry_auth if r[0] != host)
+            return replace(cfg, registry_auth=(*kept, (host, a["username"], a["secret"])))
         return cfg  # file-system ops and execs leave the configuration alone
 
     async def evaluate(self, c: Container) -> Evaluated:
@@ -549,7 +555,8 @@ class Engine:
 
     def _create(self, image: str, argv: list[str], cfg: Config, env: list[str], *,
                 network: str | None, aliases: list[str] | None, insecure: bool,
-                healthcheck: Mapping[str, Any] | None = None) -> str:
+                healthcheck: Mapping[str, Any] | None = None,
+                on_host: tuple[str, ...] = ()) -> str:
         mounts = [Mount(target, self.store.get(cache, CacheVolume).volume, type="volume",
                         labels={LABEL: "cache"})
                   for target, cache in cfg.mounts]
@@ -563,10 +570,14 @@ class Engine:
                      "security_opt": ["apparmor=unconfined", "seccomp=unconfined"]}
             for hierarchy in _writable_cgroup_mounts():
                 binds[hierarchy] = {"bind": hierarchy, "mode": "rw"}
+        if on_host:
+            # Host.service bindings: the host's loopback under each alias (see _host_aliases).
+            extra["extra_hosts"] = dict.fromkeys(on_host, "127.0.0.1")
+            network = "host"
         host_config = self.api.create_host_config(
             init=True, mounts=mounts, binds=binds, network_mode=network or "bridge", **extra)
         networking = None
-        if network and aliases:
+        if network and aliases and not on_host:
             networking = self.api.create_networking_config(
                 {network: self.api.create_endpoint_config(aliases=aliases)})
         created = self.api.create_container(
@@ -602,10 +613,11 @@ class Engine:
             raise EngineError("no command has been set")
         env, _ = await self._env(cfg)
         started = time.monotonic()
-        network, release = await self._bind(cfg.bindings)
+        on_host = self._host_aliases(cfg.bindings)
+        network, release = await self._bind(() if on_host else cfg.bindings)
         try:
             image, result = await self._io(self._exec_sync, ev, cfg, args, env, network,
-                                           bool(a.get("insecureRootCapabilities")))
+                                           bool(a.get("insecureRootCapabilities")), on_host)
         finally:
             await release()
         stdout = self.scrub(result.stdout, f"stdout of {args[:3]}")
@@ -619,9 +631,10 @@ class Engine:
         return Evaluated(image, (), ExecResult(result.code, stdout, stderr))
 
     def _exec_sync(self, ev: Evaluated, cfg: Config, args: list[str], env: list[str],
-                   network: str | None, insecure: bool) -> tuple[str, ExecResult]:
+                   network: str | None, insecure: bool,
+                   on_host: tuple[str, ...] = ()) -> tuple[str, ExecResult]:
         cid = self._create(ev.image, args, cfg, env, network=network, aliases=None,
-                           insecure=insecure)
+                           insecure=insecure, on_host=on_host)
         try:
             self._put(cid, ev.pending)
             self.api.start(cid)
@@ -658,6 +671,53 @@ class Engine:
         with tarfile.open(fileobj=io.BytesIO(data)) as tar:
             tar.extractall(out, filter="tar")
         return out / PurePosixPath(full).name
+
+    # --- publishing --------------------------------------------------------------------------
+
+    async def publish(self, c: Container, address: str) -> str:
+        """``Container.publish``: the container's state pushed to ``address`` by the daemon,
+        with the credentials ``withRegistryAuth`` attached for its registry; answers as the
+        engine does, ``ADDRESS@sha256:…`` (the tag kept; ``:latest`` when none was given)."""
+        ev = await self.evaluate(c)
+        cfg = await self.config(c)
+        ref = address if ":" in address.rsplit("/", 1)[-1] else f"{address}:latest"
+        repo, _, tag = ref.rpartition(":")
+        auth = None
+        for host, username, sid in cfg.registry_auth:
+            if host == registry_host(ref):
+                auth = {"username": username, "password": self.store.get(sid, Secret).value}
+        digest = await self._io(self._push_sync, ev, repo, tag, auth)
+        return f"{ref}@{digest}"
+
+    def _push_sync(self, ev: Evaluated, repo: str, tag: str,
+                   auth: dict[str, str] | None) -> str:
+        image = ev.image
+        if ev.pending:  # file-system changes not yet in an image: commit them first
+            cid = self.api.create_container(image, entrypoint=["true"],
+                                            labels={LABEL: self.token})
+            try:
+                self._put(cid, ev.pending)
+                image = self.api.commit(cid, conf={"Labels": {LABEL: self.token}})["Id"]
+                self._images.append(image)
+            finally:
+                self.api.remove_container(cid, force=True)
+        self.api.tag(image, repo, tag)
+        digest, errors = "", []
+        try:
+            for chunk in self.api.push(repo, tag, auth_config=auth, stream=True, decode=True):
+                if "error" in chunk:
+                    errors.append(str(chunk["error"]))
+                found = (chunk.get("aux") or {}).get("Digest")
+                if found:
+                    digest = str(found)
+        finally:
+            with contextlib.suppress(docker.errors.APIError):
+                self.api.remove_image(f"{repo}:{tag}", noprune=True)
+        if errors or not digest.startswith("sha256:"):
+            why = self.scrub("; ".join(errors) or "the registry returned no digest",
+                             f"publish {repo}")
+            raise EngineError(f"failed to publish {repo}:{tag}: {why}")
+        return digest
 
     # --- services ----------------------------------------------------------------------------
 
@@ -698,7 +758,21 @@ class Engine:
             raise
         return name, release
 
+    def _host_aliases(self, bindings: tuple[tuple[str, str], ...]) -> tuple[str, ...]:
+        """The aliases of ``Host.service`` bindings. Such an exec runs in the host's network
+        namespace with each alias naming 127.0.0.1: every host port is reachable, not only the
+        forwarded ones (Dagger tunnels just those through the CLI's session)."""
+        on_host = tuple(alias for alias, sid in bindings
+                        if self.store.get(sid, Service).host_ports)
+        if on_host and len(on_host) != len(bindings):
+            raise EngineError("a Host.service binding beside container-service bindings is not "
+                              "modelled by the flightcheck Dagger harness")
+        return on_host
+
     async def _start(self, svc: Service, network: str, alias: str) -> _Running:
+        if svc.host_ports:
+            raise EngineError("a Host.service bound to a service (not to an exec) is not "
+                              "modelled by the flightcheck Dagger harness")
         lock = self._service_locks.setdefault(svc.id, asyncio.Lock())
         async with lock:
             running = self._running.get(svc.id)
@@ -874,6 +948,14 @@ class Engine:
 
 
 # --- helpers -----------------------------------------------------------------------------------
+
+
+def registry_host(address: str) -> str:
+    """The registry of an image address, as docker names it (``docker.io`` when none)."""
+    first, sep, _ = address.partition("/")
+    if sep and ("." in first or ":" in first or first == "localhost"):
+        return first
+    return "docker.io"
 
 
 def _select(root: Path, exclude: list[str], include: list[str]) -> set[str]:

@@ -243,6 +243,13 @@ class Harness:
                           {"uri": f"env://{name}"})
         return data["secret"]["id"]
 
+    def host_service(self, *ports: int) -> str:
+        """What ``--arg=tcp://localhost:PORT`` does (the CLI may pass several ports through
+        ``Host.service``): a Service forwarding to the host's loopback."""
+        forwards = ", ".join(f"{{backend: {int(p)}}}" for p in ports)
+        data = self.query(f'{{ host {{ service(ports: [{forwards}]) {{ id }} }} }}')
+        return data["host"]["service"]["id"]
+
     def host_directory(self, path: Path, exclude: Sequence[str] = ()) -> str:
         data = self.query("query($p: String!, $x: [String!]) { host { directory(path: $p, "
                           "exclude: $x) { id } } }", {"p": str(path), "x": list(exclude)})
