@@ -1,11 +1,13 @@
 """deploy: a Cloud Run rollout that can never leave users on a bad revision.
 
-The built image is pushed and deployed by digest; the service spec comes from the config
+First the parity gate (``lessons/parity.py``): the AI parameters declared, seen running and
+about to be given to the revision must agree, or nothing is pushed or created. The built image
+is pushed and deployed by digest; the service spec comes from the config
 (``cloudrun/spec.py``, checked against Cloud Run's limits first); the rollout
 (``cloudrun/rollout.py``) records the rollback point, creates the candidate at 0% with a tag,
 validates the tag URL with this pipeline's own health-poll and ai-smoke stages, then moves
-traffic in canary steps judged by the analysis (``cloudrun/analysis.py``) — promote, or roll
-back with the reason. Targets: ``local`` (the local Cloud Run on 127.0.0.1, started on demand,
+traffic in canary steps judged by the analysis (``cloudrun/analysis.py``, with the saved
+quality baseline when there is one) — promote, or roll back with the reason. Targets: ``local`` (the local Cloud Run on 127.0.0.1, started on demand,
 with the local registry) and ``cloudrun`` (Google's API and Artifact Registry); the same code
 talks to both through the official client.
 
