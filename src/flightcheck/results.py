@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -183,4 +183,13 @@ class DeployDetails(BaseModel):
     rolled_back: bool | None = None
     reason: str | None = Field(default=None, description="why it ended as it did")
     steps: list[DeployStep] = Field(default_factory=list)
+    parity: dict[str, Any] | None = Field(
+        default=None, description="the parity gate run before anything was pushed: status, "
+        "summary, tables")
+    revision_env: dict[str, str] | None = Field(
+        default=None, description="every variable the revision was given, by name; secret "
+        "values (and Secret Manager references) are '***'")
+    quality_baseline: dict[str, Any] | None = Field(
+        default=None, description="the quality baseline canary steps were compared with "
+        "(path, metrics); null: none")
 

@@ -38,6 +38,9 @@ FAST = {
     "FLIGHTCHECK__DEPLOY__CANARY__REQUEST_RATE": "200",
     "FLIGHTCHECK__DEPLOY__CANARY__MIN_REQUESTS": "10",
     "FLIGHTCHECK__DEPLOY__CANARY__MAX_STEP_S": "60",
+    # A developer's own baseline in the checkout must not change a verdict (tests that want
+    # one pass their own).
+    "FLIGHTCHECK__QUALITY__BASELINE": "/nonexistent/flightcheck-e2e-baseline.json",
     "PYTHONUNBUFFERED": "1",
 }
 # Inside the project (paths outside it are refused): see the file for why it is small.
@@ -52,6 +55,7 @@ class Deployed:
     err: str
     stage: dict[str, Any]
     report: dict[str, Any]
+    report_path: Path
 
     @property
     def details(self) -> dict[str, Any]:
@@ -69,6 +73,12 @@ class Api:
 
     def service(self, name: str) -> run_v2.Service:
         return self.services.get_service(name=f"{PARENT}/services/{name}")
+
+    def revisions(self, name: str) -> list[str]:
+        revisions = run_v2.RevisionsClient(credentials=AnonymousCredentials(), transport="rest",
+                                           client_options=ClientOptions(api_endpoint=self.endpoint))
+        return sorted(r.name.rpartition("/")[2]
+                      for r in revisions.list_revisions(parent=f"{PARENT}/services/{name}"))
 
     def split(self, name: str) -> list[tuple[str, int]]:
         return [(t.revision, t.percent) for t in self.service(name).traffic if t.percent]
@@ -112,7 +122,7 @@ def deploy(api: Api, tmp_path: Path, service: str, *args: str, timeout: float = 
     report = json.loads(file.read_text())
     jsonschema.validate(report, json_schema())
     stage = next(s for s in report["stages"] if s["name"] == "deploy")
-    return Deployed(proc.returncode, proc.stderr, stage, report)
+    return Deployed(proc.returncode, proc.stderr, stage, report, report_dir)
 
 
 def served_by(url: str, n: int = 30) -> dict[str, int]:
@@ -166,6 +176,8 @@ def test_a_good_second_deploy_is_promoted_through_every_step(
     assert d["tag_url"] and d["url"] and d["validation"]["ai-smoke"]["status"] == "pass"
     assert api.split("fc-e2e") == [(d["revision"], 100)]
     assert served_by(d["url"], 10) == {d["revision"]: 10}
+    assert d["parity"]["status"] == "pass"  # the gate ran, and the healthy config passed it
+    assert set(d["parity"]["tables"]) == {"dev vs prod", "prod declared vs to deploy"}
     events = [e["to"] for e in d["events"]]
     assert events == ["rollback point recorded", "creating candidate", "validating",
                       "progressing", "progressing", "progressing", "promoting", "promoted"]
@@ -208,6 +220,75 @@ def test_ci_runs_every_gate_then_deploys_as_make_ci_does(api: Api, stable: str, 
     deployed = report["stages"][-1]["details"]
     assert api.split("fc-e2e") == [(deployed["revision"], 100)]
     assert "deploy" in (report_dir / "summary.md").read_text()
+
+
+# --- the lessons as gates ------------------------------------------------------------------------
+
+
+def test_a_parity_mismatch_fails_the_deploy_before_anything_is_pushed_or_created(
+    api: Api, stable: str, tmp_path: Path
+) -> None:
+    before = (api.split("fc-e2e"), api.revisions("fc-e2e"), api.service("fc-e2e").etag)
+    declared = deploy(api, tmp_path, "fc-e2e",
+                      FLIGHTCHECK__ENVIRONMENTS__prod__TEMPERATURE="0.9")
+    assert declared.rc == 1, declared.err
+    assert declared.stage["status"] == "fail"
+    # The declared environments disagree, and so the dev values this deploy would give the
+    # revision do not match prod's.
+    assert declared.stage["summary"] == (
+        "parity gate failed, nothing deployed: 2 mismatch(es): dev vs prod (temperature); "
+        "prod declared vs to deploy (temperature)")
+    finding, to_deploy = declared.stage["findings"]
+    assert finding["code"] == to_deploy["code"] == "parity.temperature"
+    assert "dev=0.2, prod=0.9" in finding["message"] and "randomness" in finding["message"]
+    assert "[environments.*]" in finding["fix"]
+    assert "declared prod=0.9, to deploy='0.2'" in to_deploy["message"]
+    row = next(r for r in declared.details["parity"]["tables"]["dev vs prod"]
+               if r["parameter"] == "temperature")
+    assert row["values"] == {"dev": 0.2, "prod": 0.9} and not row["same"]
+    assert "image" not in declared.details and "revision_env" not in declared.details
+    # The env the revision would get, overridden on the command line: caught the same way.
+    overridden = deploy(api, tmp_path, "fc-e2e", "--service-env", "AI_TEMPERATURE=0.9")
+    assert overridden.rc == 1
+    assert "prod declared vs to deploy (temperature)" in overridden.stage["summary"]
+    assert (api.split("fc-e2e"), api.revisions("fc-e2e"), api.service("fc-e2e").etag) == before
+
+
+def test_parity_reads_the_env_of_the_deployed_revision(api: Api, stable: str, tmp_path: Path
+                                                       ) -> None:
+    secret = "Zq8" + os.urandom(12).hex()  # a signing secret, and a value from a secret file
+    env_file = tmp_path / "secrets.env"
+    env_file.write_text("PLAIN_LOOKING_FROM_FILE=quiet-value\n")
+    run = deploy(api, tmp_path, "fc-e2e", "--service-env", f"APP_SIGNING_SECRET={secret}",
+                 "--service-env-file", str(env_file))
+    assert run.rc == 0, run.err
+    shown = run.details["revision_env"]
+    given = {e.name: e.value for e in api.service("fc-e2e").template.containers[0].env}
+    assert set(shown) == set(given)  # every variable the revision got, by name
+    assert given["APP_SIGNING_SECRET"] == secret and shown["APP_SIGNING_SECRET"] == "***"
+    assert shown["PLAIN_LOOKING_FROM_FILE"] == "***" and shown["OPENAI_API_KEY"] == "***"
+    assert {k: shown[k] for k in ("AI_MODEL", "AI_TEMPERATURE", "MAX_OUTPUT_TOKENS")} == {
+        "AI_MODEL": "fake-math-1", "AI_TEMPERATURE": "0.2", "MAX_OUTPUT_TOKENS": "512"}
+    assert {k: v for k, v in shown.items() if v != "***"} == {
+        k: v for k, v in given.items() if shown[k] != "***"}
+    text = json.dumps(run.report) + run.err
+    for part in (secret, secret[:6], secret[-6:], "quiet-value"):
+        assert part not in text  # not even in part
+
+    same = _cli("parity", "--report-dir", str(run.report_path), "--format", "json",
+                env=_env("fc-e2e"))
+    assert same.returncode == 0, same.stdout + same.stderr
+    lesson = json.loads(same.stdout)
+    assert lesson["details"]["deployed"] == {"model": "fake-math-1", "temperature": "0.2",
+                                             "top_k": "40", "top_p": "0.95",
+                                             "max_output_tokens": "512"}
+    assert "prod declared vs deployed" in lesson["details"]["tables"]
+    # The declared values moved on after the deploy: the deployed revision no longer matches.
+    moved = _cli("parity", "--report-dir", str(run.report_path),
+                 env=_env("fc-e2e", FLIGHTCHECK__ENVIRONMENTS__dev__TEMPERATURE="0.5",
+                          FLIGHTCHECK__ENVIRONMENTS__prod__TEMPERATURE="0.5"))
+    assert moved.returncode == 1, moved.stdout
+    assert "prod declared vs deployed (temperature)" in moved.stdout and "0.2" in moved.stdout
 
 
 # --- bad candidates -------------------------------------------------------------------------------
@@ -275,6 +356,11 @@ def test_token_inflation_is_stopped_by_cost(api: Api, stable: str, tmp_path: Pat
     assert d["status"] == "rolled_back"
     assert d["steps"][-1]["reason"].startswith("cost per request $")
     assert "> 2 × $" in d["reason"] and "at 10%" in d["reason"]
+    (step,) = d["steps"]
+    # Judged on every canary case from both sides, whichever answers the split sent where.
+    cand, point = step["metrics"][d["revision"]], step["metrics"][before[0][0]]
+    assert cand["ai_requests"] >= 1 and point["ai_requests"] >= 1
+    assert cand["cost_per_request_usd"] > 2 * point["cost_per_request_usd"]
     assert api.split("fc-e2e") == before
 
 

@@ -71,11 +71,15 @@ def test_running_params_are_compared_with_the_runs_environment(tmp_path: Path) -
 
 
 def test_deployed_revision_env_is_compared_when_deploy_reported_it(tmp_path: Path) -> None:
-    deploy = stage("deploy", details={"revision_env": {"AI_MODEL": "gpt-4o-mini-2024-07-18",
-                                                       "AI_TEMPERATURE": "0.7"}})
+    env = {"AI_MODEL": "gpt-4o-mini-2024-07-18", "AI_TEMPERATURE": "0.7"}
+    deploy = stage("deploy", details={"status": "promoted", "revision_env": env})
     res = parity.evaluate(_ev(tmp_path, stages=[deploy]))
     assert res.status is Status.FAIL
     assert "prod declared vs deployed (temperature)" in res.summary
+    assert res.details["deployed"] == {"model": "gpt-4o-mini-2024-07-18", "temperature": "0.7"}
+    # A candidate that was rolled back serves nobody: its env is not "the deployed revision's".
+    back = stage("deploy", Status.FAIL, details={"status": "rolled_back", "revision_env": env})
+    assert parity.evaluate(_ev(tmp_path, stages=[back])).status is Status.PASS
 
 
 def test_the_two_named_environments_only_and_unknown_names(tmp_path: Path) -> None:
@@ -149,6 +153,11 @@ def test_the_gate_before_deploy_judges_declared_and_just_observed_parameters(tmp
     cfg.write_text(ENVS.format(prod_temperature=0.2))
     ctx = Context(loaded=config_mod.load(cfg, environ={}), report_dir=tmp_path, environment="prod")
     assert parity.before_deploy(ctx).status is Status.PASS
+    to_deploy = {"AI_MODEL": "gpt-4o-mini-2024-07-18", "AI_TEMPERATURE": "0.2", "PORT_X": "1"}
+    assert parity.before_deploy(ctx, to_deploy).status is Status.PASS
+    overridden = parity.before_deploy(ctx, {**to_deploy, "AI_TEMPERATURE": "0.9"})
+    assert overridden.status is Status.FAIL
+    assert overridden.summary == "1 mismatch(es): prod declared vs to deploy (temperature)"
     ctx.artifacts[parity.ARTIFACT] = {"params": {"model": "gpt-4o-2024-08-06", "temperature": 0.2}}
     blocked = parity.before_deploy(ctx)
     assert blocked.status is Status.FAIL and "prod declared vs running (model)" in blocked.summary

@@ -10,10 +10,18 @@ reports × the price table. Attribution: the local Cloud Run's proxy names the r
 ``x-flightcheck-revision`` response header; where no header says it (real Cloud Run), the step's
 share goes to the candidate's tag URL and the rest to the rollback point's (``stable``) tag URL.
 
-A step ends when it has lasted ``step_duration_s`` and the candidate served ``min_requests``; or
-as soon as the judge says roll back — the error rate counts as crossed once the errors already
-seen exceed what ``min_requests`` answers could absorb, so a bad canary is stopped within one
-analysis interval of its first bad answers; or after ``max_step_s`` without enough evidence.
+A step ends when it has lasted ``step_duration_s`` and the candidate served ``min_requests``
+answers covering every canary case at least once (and so did the rollback point, while it takes
+traffic): which cases a random split sent where, or which answers came back first under load,
+must not decide whether a slow or token-heavy case was judged; or as soon as the judge says roll
+back — the error rate counts as crossed once the errors already seen exceed what
+``min_requests`` answers could absorb, so a bad canary is stopped within one analysis interval
+of its first bad answers; or after ``max_step_s`` without enough evidence. Each target URL runs
+through the cases on its own, so a revision reached by its tag URL gets every case too.
+
+With a quality baseline (``flightcheck baseline save``), each step's candidate is also compared
+with it (``lessons.quality.compare`` on the answer and format shares): more than ``fail_worse``
+worse rolls back with the comparison's reason, more than ``warn_worse`` is logged and recorded.
 """
 
 from __future__ import annotations
@@ -29,7 +37,10 @@ import anyio
 import httpx
 
 from flightcheck.cloudrun.rollout import Judge, StepObservation, StepPlan
+from flightcheck.lessons import defaults as lesson_defaults
+from flightcheck.lessons.quality import CANARY_METRICS, QualityMetrics, check_kind, compare
 from flightcheck.lessons.rollback import Decision, Observed
+from flightcheck.results import Status
 from flightcheck.smoke.runner import CaseResult, Mode, Runner, percentile
 from flightcheck.smoke.suite import Case, Defaults, Expect, Price, Request, Suite
 
@@ -67,10 +78,16 @@ class RevisionStats:
     statuses: dict[str, int] = field(default_factory=dict)
     failures: dict[str, int] = field(default_factory=dict)  # case: failed check → count
     first_bad_at: float | None = None
+    cases: set[str] = field(default_factory=set)  # the canary cases it answered
+    answers: int = 0  # answer assertions (quality's assertion_pass_rate) …
+    answers_passed: int = 0
+    shapes: int = 0  # … and status/schema/JSON checks (format_compliance)
+    shapes_passed: int = 0
 
     def add(self, result: CaseResult) -> bool:
         """Record one answer; True when it was bad (an error or a failed assertion)."""
         self.requests += 1
+        self.cases.add(result.name)
         status = result.http_status
         key = str(status) if status is not None else "no answer"
         self.statuses[key] = self.statuses.get(key, 0) + 1
@@ -86,6 +103,13 @@ class RevisionStats:
             else:
                 name = f"{result.name}: {check.check}"
                 self.failures[name] = self.failures.get(name, 0) + 1
+            kind = check_kind(check.check)
+            if kind == "answer":
+                self.answers += 1
+                self.answers_passed += check.ok
+            elif kind == "format":
+                self.shapes += 1
+                self.shapes_passed += check.ok
         if result.tokens:
             self.ai_requests += 1
             self.tokens += int(result.tokens.get("total_tokens", 0))
@@ -116,6 +140,13 @@ class RevisionStats:
             requests_per_s=rate,
         )
 
+    def quality_metrics(self) -> QualityMetrics:
+        """The shares the quality baseline keeps, as this revision served them."""
+        return QualityMetrics(
+            assertion_pass_rate=round(self.answers_passed / self.answers, 4) if self.answers
+            else None,
+            format_compliance=round(self.shapes_passed / self.shapes, 4) if self.shapes else None)
+
     def to_json(self, seconds: float) -> dict[str, object]:
         o = self.observed(seconds)
         known = self.ai_requests - self.cost_unknown
@@ -124,6 +155,7 @@ class RevisionStats:
             "error_rate": round(o.error_rate, 4),
             "p50_ms": percentile(self.latencies, 50), "p95_ms": percentile(self.latencies, 95),
             "quality": None if o.quality is None else round(o.quality, 4),
+            **{k: v for k, v in self.quality_metrics().as_dict().items() if k in CANARY_METRICS},
             "ai_requests": self.ai_requests, "tokens": self.tokens,
             "cost_usd": round(self.cost_usd, 8),
             "cost_per_request_usd": None if known <= 0 else round(self.cost_usd / known, 8),
@@ -160,9 +192,15 @@ class Analysis:
         redact: Callable[[str], str] = lambda s: s,
         metrics: MetricsFn | None = None,
         log: Callable[[str], None] | None = None,
+        baseline: QualityMetrics | None = None,
+        warn_worse: float = lesson_defaults.QUALITY_WARN_WORSE,
+        fail_worse: float = lesson_defaults.QUALITY_FAIL_WORSE,
     ) -> None:
         if not cases:
             raise ValueError("canary analysis needs at least one case to send")
+        self.baseline = baseline
+        self.warn_worse = warn_worse
+        self.fail_worse = fail_worse
         self.cases = list(cases)
         self.mode = mode
         self.defaults = defaults
@@ -189,6 +227,26 @@ class Analysis:
             out.append(_Target(plan.stable_url, plan.stable, 100 - plan.percent))
         return out
 
+    def compare_with_baseline(self, stats: RevisionStats) -> dict[str, object] | None:
+        """The candidate's answer and format shares against the quality baseline (None: no
+        baseline). A share the canary's cases do not measure is left out, not failed: the
+        baseline's smoke run may have had cases the canary cannot send."""
+        if self.baseline is None:
+            return None
+        current = stats.quality_metrics()
+        base = QualityMetrics(**{m: getattr(self.baseline, m) if getattr(current, m) is not None
+                                 else None for m in CANARY_METRICS})
+        verdict = compare(base, current, warn_worse=self.warn_worse, fail_worse=self.fail_worse)
+        return {"status": verdict.status.value, "reason": verdict.reason,
+                "changes": [c.to_json() for c in verdict.changes if c.metric in CANARY_METRICS]}
+
+    def _covered(self, stats: RevisionStats | None) -> bool:
+        return stats is not None and all(c.name in stats.cases for c in self.cases)
+
+    def _missing(self, stats: RevisionStats | None) -> list[str]:
+        seen = stats.cases if stats is not None else set()
+        return [c.name for c in self.cases if c.name not in seen]
+
     async def run_step(self, plan: StepPlan, judge: Judge) -> StepObservation:
         started_wall = time.time()
         started = time.perf_counter()
@@ -200,7 +258,11 @@ class Analysis:
                 decision=Decision(True, (f"no URL to send step {plan.index}'s traffic to "
                                          f"(attribution by {self.attribution})",)))
         order = itertools.cycle(_weighted(targets))
-        cases = itertools.cycle(self.cases)
+        # Per target: with one shared cycle, a weighted order could pair a 10% tag URL with the
+        # same case every time.
+        cases = {t.url: itertools.cycle(self.cases) for t in targets}
+        stable_serves = plan.stable is not None and any(
+            t.revision in (None, plan.stable) for t in targets) and plan.percent < 100
         verdict: list[Decision] = []
         crossed_at: list[float] = []
         done = anyio.Event()
@@ -217,15 +279,18 @@ class Analysis:
             secs = max(elapsed(), 1e-6)
             decision = judge(cand.observed(secs, min_requests=self.min_requests),
                              stable.observed(secs) if stable and stable.requests else None)
-            enough = cand.requests >= self.min_requests
+            # Every case answered by both sides before a verdict: otherwise the split's draws
+            # and which answers came back first decide what was compared (cost, quality).
+            enough = (cand.requests >= self.min_requests and self._covered(cand)
+                      and (not stable_serves or self._covered(stable)))
+            if enough and not decision.rollback:
+                decision = self._with_baseline(decision, cand)
             if decision.rollback:  # before min_requests only a certain error rate gets here
                 verdict.append(decision)
             elif enough and elapsed() >= self.step_duration_s:
                 verdict.append(decision)
             elif final or elapsed() >= self.max_step_s:
-                verdict.append(Decision(True, (
-                    f"only {cand.requests} of {self.min_requests} answers from the candidate "
-                    f"within {self.max_step_s:g} s",)))
+                verdict.append(Decision(True, (self._not_enough(cand, stable),)))
             else:
                 return
             crossed_at.append(time.time())
@@ -253,7 +318,7 @@ class Analysis:
                         return
                     target = next(order)
                     seen.clear()
-                    result = await runners[target.url].run_case(next(cases))
+                    result = await runners[target.url].run_case(next(cases[target.url]))
                     if done.is_set():
                         return  # answered after the verdict: not part of this step
                     revision = target.revision or seen.get("revision") or UNATTRIBUTED
@@ -275,7 +340,8 @@ class Analysis:
         cand = stats.get(plan.candidate, RevisionStats())
         stable = stats.get(plan.stable) if plan.stable else None
         decision = verdict[0]
-        complete = cand.requests >= self.min_requests or bool(decision.rollback and cand.errors)
+        complete = (cand.requests >= self.min_requests and self._covered(cand)) or bool(
+            decision.rollback and cand.errors)
         proxy = None
         if self._metrics is not None:
             try:
@@ -285,14 +351,38 @@ class Analysis:
         if UNATTRIBUTED in stats and self.attribution == "header":
             self._log(f"{stats[UNATTRIBUTED].requests} answers carried no {REVISION_HEADER} "
                       "header and could not be attributed")
+        metrics = {rev: s.to_json(duration) for rev, s in sorted(stats.items())}
+        against = self.compare_with_baseline(cand) if cand.requests else None
+        if against is not None:
+            metrics.setdefault(plan.candidate, cand.to_json(duration))["vs_baseline"] = against
+            if against["status"] == Status.WARN.value:
+                self._log(f"step {plan.index}: worse than the quality baseline (warning): "
+                          f"{against['reason']}")
         return StepObservation(
             candidate=cand.observed(duration, min_requests=self.min_requests),
             stable=stable.observed(duration) if stable and stable.requests else None,
             decision=decision, complete=complete, duration_s=duration,
-            metrics={rev: s.to_json(duration) for rev, s in sorted(stats.items())},
-            proxy=proxy, first_bad_at=cand.first_bad_at,
+            metrics=metrics, proxy=proxy, first_bad_at=cand.first_bad_at,
             crossed_at=crossed_at[0] if crossed_at else None,
         )
+
+
+    def _with_baseline(self, decision: Decision, cand: RevisionStats) -> Decision:
+        """Roll back when the candidate is more than ``fail_worse`` worse than the baseline."""
+        against = self.compare_with_baseline(cand)
+        if against is None or against["status"] != Status.FAIL.value:
+            return decision
+        return Decision(True, (*decision.reasons,
+                               f"worse than the quality baseline: {against['reason']}"))
+
+    def _not_enough(self, cand: RevisionStats, stable: RevisionStats | None) -> str:
+        if cand.requests < self.min_requests:
+            return (f"only {cand.requests} of {self.min_requests} answers from the candidate "
+                    f"within {self.max_step_s:g} s")
+        who, missing = (("the candidate", self._missing(cand)) if self._missing(cand)
+                        else ("the rollback point", self._missing(stable)))
+        return (f"{who} answered no {', '.join(map(repr, missing))} request within "
+                f"{self.max_step_s:g} s: the step could not judge every canary case")
 
 
 def _weighted(targets: Sequence[_Target]) -> list[_Target]:

@@ -304,6 +304,12 @@ def labels(config: Config, sha: str | None) -> dict[str, str]:
     return out
 
 
+def plain_env(config: Config, env: Mapping[str, str]) -> dict[str, str]:
+    """The revision's plain env values: ``env`` with ``[deploy].env`` winning (``[deploy.secrets]``
+    come from Secret Manager instead)."""
+    return {k: v for k, v in {**env, **config.deploy.env}.items() if k not in config.deploy.secrets}
+
+
 def build_service(
     config: Config,
     *,
@@ -318,7 +324,7 @@ def build_service(
     environment (``[deploy].env`` wins over it)."""
     d = config.deploy
     port = config.service.port
-    all_env = {**env, **d.env}
+    all_env = plain_env(config, env)
     names = sorted({*all_env, *d.secrets})
     template_annotations: dict[str, str] = {}
     if fake_model_port is not None:

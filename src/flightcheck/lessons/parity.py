@@ -8,7 +8,9 @@ max_output_tokens by default):
   ``[health].ai_path``; mathcoach's ``/health/ai`` has them under ``"ai"``) against what the run
   declared for its environment — a service that hard-codes a model or reads another variable
   ignores its config, and no declared table shows that;
-- **deployed**: the env of the revision on the deploy target, when a deploy stage reported it.
+- **deployed**: the env of the revision on the deploy target, when a deploy stage promoted one
+  and reported its env (``details["revision_env"]``); before a deploy, the env the new revision
+  is about to get (the deploy stage's gate, :func:`before_deploy`).
 
 Any mismatch fails, with a table (parameter, each side's value, impact). A floating model alias
 (``*-latest``, ``gpt-4o``, …: lint's list) is flagged: identical names need not be identical models.
@@ -127,8 +129,10 @@ async def observe(ctx_config: Config, client: httpx.AsyncClient, endpoint: str) 
 
 
 def evaluate(ev: Evidence, *, envs: Sequence[str] = (), running: Mapping[str, object] | None = None,
-             running_label: str = "running") -> LessonResult:
-    """Parity across declared environments, the running service and the deployed revision."""
+             running_label: str = "running", deployed: Mapping[str, object] | None = None,
+             deployed_label: str = "deployed") -> LessonResult:
+    """Parity across declared environments, the running service and the deployed revision
+    (``deployed``: its AI parameters; default: what the run's deploy stage reported)."""
     cfg = ev.config
     names = list(cfg.parity.parameters)
     res = ev.result("parity", [*COMMAND, *envs], "parity")
@@ -161,14 +165,15 @@ def evaluate(ev: Evidence, *, envs: Sequence[str] = (), running: Mapping[str, ob
                 fix="expose them (mathcoach: /health/ai's 'ai' object) and point "
                 "[parity].info_path / info_key at them",
             ))
-    deployed = _from_deploy(ev)
+    if deployed is None:
+        deployed = _from_deploy(ev)
     if deployed is not None:
         target_env = "prod" if "prod" in declared else run_env
         if target_env in declared:
-            tables[f"{target_env} declared vs deployed"] = compare_views(
+            tables[f"{target_env} declared vs {deployed_label}"] = compare_views(
                 {f"declared {target_env}": declared_params(declared[target_env], names),
-                 "deployed": deployed}, names)
-        res.details["deployed"] = deployed
+                 deployed_label: dict(deployed)}, names)
+        res.details[deployed_label.replace(" ", "_")] = dict(deployed)
 
     res.details["tables"] = tables
     res.details["parameters"] = names
@@ -213,14 +218,25 @@ def evaluate(ev: Evidence, *, envs: Sequence[str] = (), running: Mapping[str, ob
     return res
 
 
-def before_deploy(ctx: Context) -> LessonResult:
+TO_DEPLOY = "to deploy"  # the view of the env a deploy is about to give its revision
+
+
+def before_deploy(ctx: Context, revision_env: Mapping[str, str] | None = None) -> LessonResult:
     """The parity gate the deploy stage runs before it changes anything: the declared
-    environments against each other and the service ai-smoke just checked (what it reported,
-    ``ctx.artifacts[ARTIFACT]``) against its environment. ``status`` FAIL: do not deploy."""
+    environments against each other, the service ai-smoke just checked (what it reported,
+    ``ctx.artifacts[ARTIFACT]``) against its environment, and ``revision_env`` — the env the
+    new revision is about to get — against the declared target. ``status`` FAIL: do not deploy."""
     observed = ctx.artifacts.get(ARTIFACT)
     ev = Evidence(loaded=ctx.loaded, stages=[], report_dir=ctx.report_dir,
                   environment=ctx.environment)
-    return evaluate(ev, running=observed if isinstance(observed, Mapping) else None)
+    return evaluate(ev, running=observed if isinstance(observed, Mapping) else None,
+                    deployed=params_from_env(revision_env) if revision_env is not None else None,
+                    deployed_label=TO_DEPLOY)
+
+
+def params_from_env(env: Mapping[str, object]) -> dict[str, object]:
+    """The AI parameters in a revision's env (the variables they reach the service as)."""
+    return {p: env[var] for p, var in ENV_NAMES.items() if var in env}
 
 
 def _from_smoke(ev: Evidence) -> Mapping[str, object] | None:
@@ -230,13 +246,14 @@ def _from_smoke(ev: Evidence) -> Mapping[str, object] | None:
 
 
 def _from_deploy(ev: Evidence) -> dict[str, object] | None:
-    """The AI parameters in the deployed revision's env, when a deploy stage reported it
-    (``details["revision_env"]``: {name: value})."""
+    """The AI parameters in the deployed revision's env, as the deploy stage reported it
+    (``details["revision_env"]``: {name: value}) — only when that revision was promoted: a
+    candidate that was rolled back (or never got ready) serves nobody."""
     deploy = ev.stage("deploy")
-    env = deploy.details.get("revision_env") if deploy is not None else None
-    if not isinstance(env, Mapping):
+    if deploy is None or deploy.details.get("status") != "promoted":
         return None
-    return {p: env[var] for p, var in ENV_NAMES.items() if var in env}
+    env = deploy.details.get("revision_env")
+    return params_from_env(env) if isinstance(env, Mapping) else None
 
 
 def text(res: LessonResult) -> list[str]:

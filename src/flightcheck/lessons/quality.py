@@ -13,7 +13,10 @@ Metrics (from ai-smoke's per-case checks):
 - ``latency_p95_ms`` — p95 of the cases' latency (lower is better; changes are measured against at least 500 ms: below that a CI runner's noise dominates)
 - ``cost_per_request_usd`` — mean cost of the requests that used tokens (lower is better)
 
-The canary analysis calls the same comparison::
+The canary analysis (``cloudrun/analysis.py``) calls the same comparison on each step's
+candidate, for the two shares only (:data:`CANARY_METRICS`): the canary's latency and cost are
+measured on another network and another case mix than a saved smoke run, so they are judged by
+``[deploy.canary]``'s thresholds and against the live rollback point instead::
 
     from flightcheck.lessons.quality import QualityMetrics, compare
     verdict = compare(baseline, QualityMetrics.from_cases(cases, prices))
@@ -29,7 +32,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from flightcheck.errors import UsageError
 from flightcheck.lessons import defaults
@@ -54,6 +57,9 @@ METRICS: dict[str, tuple[bool, float]] = {
 }
 
 
+CANARY_METRICS = ("assertion_pass_rate", "format_compliance")
+
+
 @dataclass(frozen=True)
 class QualityMetrics:
     """The smoke metrics a baseline keeps; None where a run measured nothing."""
@@ -74,11 +80,11 @@ class QualityMetrics:
             for check in case.get("checks") or []:
                 if not isinstance(check, Mapping):
                     continue
-                name = str(check.get("check", ""))
+                kind = check_kind(str(check.get("check", "")))
                 ok = bool(check.get("ok"))
-                if name in _FORMAT_CHECKS:
+                if kind == "format":
                     shapes.append(ok)
-                elif name not in _NOT_QUALITY and not name.startswith("tokens"):
+                elif kind == "answer":
                     answers.append(ok)
             latency = case.get("latency_ms")
             if isinstance(latency, int | float):
@@ -93,6 +99,16 @@ class QualityMetrics:
 
     def as_dict(self) -> dict[str, float | None]:
         return asdict(self)
+
+
+def check_kind(name: str) -> Literal["answer", "format"] | None:
+    """Which quality metric a smoke check counts towards (None: budgets and the fake model's
+    control API judge neither)."""
+    if name in _FORMAT_CHECKS:
+        return "format"
+    if name in _NOT_QUALITY or name.startswith("tokens"):
+        return None
+    return "answer"
 
 
 def _share(flags: list[bool]) -> float | None:

@@ -1,11 +1,13 @@
 """deploy: a Cloud Run rollout that can never leave users on a bad revision.
 
-The built image is pushed and deployed by digest; the service spec comes from the config
+First the parity gate (``lessons/parity.py``): the AI parameters declared, seen running and
+about to be given to the revision must agree, or nothing is pushed or created. The built image
+is pushed and deployed by digest; the service spec comes from the config
 (``cloudrun/spec.py``, checked against Cloud Run's limits first); the rollout
 (``cloudrun/rollout.py``) records the rollback point, creates the candidate at 0% with a tag,
 validates the tag URL with this pipeline's own health-poll and ai-smoke stages, then moves
-traffic in canary steps judged by the analysis (``cloudrun/analysis.py``) — promote, or roll
-back with the reason. Targets: ``local`` (the local Cloud Run on 127.0.0.1, started on demand,
+traffic in canary steps judged by the analysis (``cloudrun/analysis.py``, with the saved
+quality baseline when there is one) — promote, or roll back with the reason. Targets: ``local`` (the local Cloud Run on 127.0.0.1, started on demand,
 with the local registry) and ``cloudrun`` (Google's API and Artifact Registry); the same code
 talks to both through the official client.
 
@@ -21,6 +23,7 @@ from pathlib import Path
 from typing import Literal
 
 import anyio.to_thread
+from google.cloud import run_v2
 
 from flightcheck import graph
 from flightcheck.cloudrun import images, spec
@@ -38,9 +41,12 @@ from flightcheck.cloudrun.rollout import (
 from flightcheck.config import Config, parse_memory
 from flightcheck.context import Context
 from flightcheck.errors import FlightcheckError, StageError, UsageError
+from flightcheck.lessons import parity, quality
+from flightcheck.lessons.quality import QualityMetrics
 from flightcheck.lessons.rollback import Thresholds
 from flightcheck.results import Finding, Severity, StageName, StageResult, Status
 from flightcheck.runtimes.base import Image, Runtime
+from flightcheck.secrets import MASK, is_secret
 from flightcheck.smoke.runner import Mode, detect_mode, detect_provider
 from flightcheck.smoke.suite import Defaults, Price, Suite, load_suite
 from flightcheck.stages import health, smoke
@@ -152,6 +158,9 @@ async def run(ctx: Context) -> StageResult:
     target = spec.target_of(cfg)
     res.details.update(target=d.target, service=target.service, project=target.project,
                        region=target.region)
+    if not _parity_gate(ctx, res, spec.plain_env(cfg, env)):  # 0. before any push or API call
+        return res
+    baseline = _quality_baseline(ctx, res)  # a broken baseline file stops us before the push
     pushed = await _image(ctx, opts)  # 1. the image, by digest
     res.details["image"] = pushed.ref
     ctx.log(STAGE, f"image {pushed.ref}")
@@ -163,6 +172,8 @@ async def run(ctx: Context) -> StageResult:
     revision = spec.revision_name(target.service, pushed.ref)
     desired = spec.build_service(cfg, image=pushed.ref, revision=revision, env=env,
                                  sha=await anyio.to_thread.run_sync(spec.git_sha, cfg.source_dir), fake_model_port=fake_port)
+    # What `flightcheck parity` reads back as the deployed revision's env.
+    res.details["revision_env"] = shown_env(ctx, desired)
     api = RunV2(target, conn, log=lambda line: ctx.log(STAGE, line))
     suite = _suite(ctx)
     mode = _mode(ctx)
@@ -178,7 +189,8 @@ async def run(ctx: Context) -> StageResult:
         request_rate=d.canary.request_rate, min_requests=d.canary.min_requests,
         step_duration_s=d.canary.step_duration_s, max_step_s=d.canary.max_step_s,
         attribution=attribution, default_model=env.get("AI_MODEL"), redact=ctx.redactor,
-        metrics=api.metrics, log=lambda line: ctx.log(STAGE, line))
+        metrics=api.metrics, log=lambda line: ctx.log(STAGE, line),
+        baseline=baseline, warn_worse=cfg.quality.warn_worse, fail_worse=cfg.quality.fail_worse)
 
     async def validate(url: str, name: str) -> Validation:
         return await _validate(ctx, api, url, name, mode)
@@ -205,6 +217,61 @@ async def run(ctx: Context) -> StageResult:
         return res
     _report(ctx, res, outcome, pushed.ref, time.perf_counter() - started)
     return res
+
+
+def _parity_gate(ctx: Context, res: StageResult, to_deploy: dict[str, str]) -> bool:
+    """Issue 10's parity lesson as a gate: the declared environments, the service ai-smoke just
+    checked and the env the revision is about to get must agree on the AI parameters. False
+    (the stage failed with the table as findings): nothing is pushed, created or moved."""
+    gate = parity.before_deploy(ctx, to_deploy)
+    res.details["parity"] = {"status": gate.status.value, "summary": gate.summary,
+                             "tables": gate.details.get("tables", {})}
+    ctx.log(STAGE, f"parity gate: {gate.status.value} — {gate.summary}")
+    if gate.status is not Status.FAIL:
+        return True
+    res.status = Status.FAIL
+    res.summary = ctx.redactor(f"parity gate failed, nothing deployed: {gate.summary}")
+    for f in gate.findings:
+        if f.severity is Severity.ERROR:
+            res.findings.append(f.model_copy(update={
+                "message": ctx.redactor(f.message),
+                "fix": ctx.redactor((f.fix or "") + "; then deploy again (flightcheck parity "
+                                    "shows the table)")}))
+    return False
+
+
+def _quality_baseline(ctx: Context, res: StageResult) -> QualityMetrics | None:
+    """The saved quality baseline each canary step's candidate is compared with (issue 10:
+    the canary uses the quality lesson's comparison); None without one: then only
+    ``[deploy.canary].min_quality`` judges quality (it does with one, too)."""
+    path = ctx.config.resolve(ctx.config.quality.baseline)
+    try:
+        baseline = quality.load_baseline(path)
+    except FileNotFoundError:
+        res.details["quality_baseline"] = None
+        ctx.log(STAGE, f"no quality baseline at {path}: canary quality is judged by "
+                       f"min_quality = {ctx.config.deploy.canary.min_quality:g} only")
+        return None
+    except OSError as exc:
+        raise StageError(f"cannot read the quality baseline {path}: {exc.strerror or exc}",
+                         fix="point [quality].baseline at a file `flightcheck baseline save` "
+                         "wrote, or remove it") from None
+    res.details["quality_baseline"] = {"path": str(path), "metrics": baseline.as_dict()}
+    ctx.log(STAGE, f"canary steps are compared with the quality baseline {path}")
+    return baseline
+
+
+def shown_env(ctx: Context, desired: run_v2.Service) -> dict[str, str]:
+    """The env given to the revision, for the report: a secret value — by its name or look,
+    from a --service-env-file, or known to the redactor — is masked whole, never in part;
+    Secret Manager references show as the mask too."""
+    out: dict[str, str] = {}
+    for var in desired.template.containers[0].env:
+        value = var.value
+        secret = ("value_source" in var or is_secret(var.name, value)
+                  or var.name in ctx.secret_env or ctx.redactor(value) != value)
+        out[var.name] = MASK if secret else value
+    return out
 
 
 async def _image(ctx: Context, opts: DeployOptions) -> images.Pushed:
