@@ -75,7 +75,7 @@ def test_text_groups_by_file_with_fix_hints_and_colour_on_request(tmp_path: Path
     assert "  app/main.py:25:15: error   FC401 [async-blocking]" in plain
     assert plain.count("\napp/main.py\n") == 1  # one header per file
     assert "fix: Use an async client" in plain
-    assert plain.rstrip().splitlines()[-1].startswith(f"{PLANTED_ERRORS} errors, {PLANTED_WARNINGS} warnings in 14 files ")
+    assert plain.rstrip().splitlines()[-1].startswith(f"{PLANTED_ERRORS} errors, {PLANTED_WARNINGS} warnings in 15 files ")
     coloured = render_text(report, color=True)
     assert "\x1b[1;31m" in coloured and "\x1b[0m" in coloured
 
@@ -94,7 +94,7 @@ def test_no_output_ever_contains_a_secret(tmp_path: Path) -> None:
 def test_command_formats_output_file_and_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     root = planted_tree(tmp_path)
     out = tmp_path / "out" / "lint.sarif"
-    code = lint_command(root, "sarif", out, None, None)
+    code = lint_command(root, "sarif", out, None, root / "flightcheck.toml")
     assert code == 1
     jsonschema.Draft4Validator(_sarif_schema()).validate(json.loads(out.read_text()))
     err = capsys.readouterr().err
@@ -131,7 +131,8 @@ def test_cli_main_exit_codes(tmp_path: Path) -> None:
     import sys
 
     root = planted_tree(tmp_path)
-    cmd = [sys.executable, "-m", "flightcheck.cli", "lint", str(root), "--format", "json"]
+    cmd = [sys.executable, "-m", "flightcheck.cli", "lint", str(root), "--config",
+           str(root / "flightcheck.toml"), "--format", "json"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 1 and len(json.loads(proc.stdout)) == PLANTED_ERRORS + PLANTED_WARNINGS
     proc = subprocess.run([*cmd[:-2], "--format", "yaml"], capture_output=True, text=True,

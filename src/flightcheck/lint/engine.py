@@ -48,7 +48,7 @@ from flightcheck.lint.pyscan import (
     Settings,
     function_facts,
 )
-from flightcheck.lint.rules import RULES, TEST_EXEMPT, UPSTREAM, codes_for
+from flightcheck.lint.rules import RULES, TEST_EXEMPT, UPSTREAM, codes_for, healthcheck_fix
 from flightcheck.lint.target import HOST, Service, Target, is_version_syntax, target_python
 from flightcheck.lint.textscan import FLOATING_MODELS, Raw
 from flightcheck.lint.typegate import TypeGate
@@ -611,6 +611,11 @@ def lint_paths(
                             partial(_read_text, root))
         for rel, raws in contract.check().items():
             results.append(FileResult(rel, raws=raws))
+        if contract.unjudged_routes is not None and "FC823" in enabled:
+            report.notes.append(
+                f"FC823 (a route at the probe path) not checked: no flightcheck.toml declares the "
+                f"probe paths ([health.startup].path, [health.liveness].path) for the app in "
+                f"{contract.unjudged_routes}; add one (`flightcheck init`) to check its routes")
     if "FC406" in enabled:
         modules = _module_table(files.python)
 
@@ -629,8 +634,10 @@ def lint_paths(
             results.append(FileResult(rel, raws=raws))
     if "FC806" in enabled:
         results.extend(_image_hygiene(root, service, files, parsed_dockerfiles))
+    # FC804's example HEALTHCHECK probes the service's own port and liveness path
+    fixes = {"FC804": healthcheck_fix(service.port, service.probes[-1] if service.probes else "/health")}
     _finish(report, results, declared.distributions, enabled, severities, bool(declared.files),
-            aideps.without_legacy_api(declared.specs))
+            aideps.without_legacy_api(declared.specs), fixes)
     report.seconds = round(time.perf_counter() - started, 3)
     return report
 
@@ -856,6 +863,7 @@ def _finish(
     severities: dict[str, Severity],
     has_declarations: bool,
     without_legacy: frozenset[str] = frozenset(),
+    fixes: dict[str, str] | None = None,
 ) -> None:
     suppress: dict[str, dict[int, set[str]]] = {}
     pending: list[tuple[str, Raw]] = []
@@ -915,7 +923,8 @@ def _finish(
         sev = severities.get(raw.code) or Severity(level)
         report.findings.append(
             Finding(code=raw.code, category=rule.category, severity=sev, message=message,
-                    file=rel, line=raw.line, col=raw.col, fix=rule.fix)
+                    file=rel, line=raw.line, col=raw.col,
+                    fix=(fixes or {}).get(raw.code, rule.fix))
         )
     report.findings.sort(key=lambda f: (f.file or "", f.line or 0, f.col or 0, f.code))
     report.skipped.sort(key=lambda s: s.file)
