@@ -76,6 +76,7 @@ class TypeGate:
         self._texts: dict[str, str] = {}
         self._trees: dict[str, ast.Module | None] = {}
         self._shown: dict[str, str | None] = {}  # a path as ty prints it → rel
+        self._call_nodes: dict[str, list[ast.Call] | None] = {}
         self._tmp = tempfile.TemporaryDirectory(prefix="flightcheck-ty-")
         env = Path(self._tmp.name) / "env"
         (env / "lib" / f"python{python}" / "site-packages").mkdir(parents=True)
@@ -200,14 +201,22 @@ class TypeGate:
                 self._trees[rel] = None
         return self._trees[rel]
 
+    def _calls(self, rel: str) -> list[ast.Call] | None:
+        """The file's calls, collected once (several diagnostics may point into one file)."""
+        if rel not in self._call_nodes:
+            tree = self._tree(rel)
+            self._call_nodes[rel] = (None if tree is None else
+                                     [n for n in ast.walk(tree) if isinstance(n, ast.Call)])
+        return self._call_nodes[rel]
+
     def _on_self(self, rel: str, line: int, col: int) -> bool:
         """Whether the innermost call around (line, col) is ``self.m(...)``/``cls.m``/``super()``."""
-        tree = self._tree(rel)
-        if tree is None:
+        calls = self._calls(rel)
+        if calls is None:
             return True  # cannot tell: stay silent
         best: ast.Call | None = None
-        for node in ast.walk(tree):
-            if (isinstance(node, ast.Call) and node.end_lineno is not None
+        for node in calls:
+            if (node.end_lineno is not None
                     and (node.lineno, node.col_offset) <= (line, col - 1)
                     and (line, col - 1) <= (node.end_lineno, node.end_col_offset or 0)):
                 if best is None or (node.lineno, node.col_offset) >= (best.lineno, best.col_offset):
