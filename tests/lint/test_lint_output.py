@@ -201,3 +201,30 @@ def test_stage_never_passes_a_run_that_left_files_unchecked(tmp_path: Path) -> N
     assert res.status is Status.WARN and "1 not checked" in res.summary
     assert res.details["skipped"] == [{"file": "big.py", "reason": res.details["skipped"][0]["reason"]}]
     assert "max_file_kb" in res.details["skipped"][0]["reason"]
+
+
+def test_stage_fixes_and_probe_routes_follow_the_config_it_receives(tmp_path: Path) -> None:
+    root = tmp_path / "svc"
+    root.mkdir()
+    (root / "Dockerfile").write_text(
+        'FROM python:3.11-slim\nUSER 10001\n'
+        'CMD ["sh", "-c", "exec uvicorn app:app --host 0.0.0.0 --port $PORT"]\n')
+    (root / "requirements.txt").write_text("fastapi==0.115.0\nuvicorn==0.30.6\n")
+    (root / "app.py").write_text("from fastapi import FastAPI\n\napp = FastAPI()\n\n\n"
+                                 "@app.get('/livez')\ndef live() -> dict:\n    return {}\n")
+    (root / "flightcheck.toml").write_text(
+        '[service]\nname = "svc"\nport = 9000\n'
+        '[health.startup]\npath = "/docs"\n[health.liveness]\npath = "/livez"\n')
+    ctx = Context(loaded=load(root / "flightcheck.toml", environ={}), report_dir=tmp_path / "r")
+    res = anyio.run(lint_stage.run, ctx)
+    # FastAPI serves /docs itself and /livez is a route: no FC823; FC804's fix probes the
+    # configured port and liveness path
+    assert {f.code for f in res.findings} == {"FC804"}
+    assert "http://127.0.0.1:9000/livez'" in (res.findings[0].fix or "")
+    # the startup path moved to one nothing serves: FC823, judged against the config's path
+    (root / "flightcheck.toml").write_text(
+        '[service]\nname = "svc"\nport = 9000\n[health.startup]\npath = "/ready"\n'
+        '[health.liveness]\npath = "/livez"\n')
+    ctx = Context(loaded=load(root / "flightcheck.toml", environ={}), report_dir=tmp_path / "r")
+    res = anyio.run(lint_stage.run, ctx)
+    assert {f.code for f in res.findings} == {"FC804", "FC823"}
