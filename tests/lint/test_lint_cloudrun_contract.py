@@ -47,11 +47,12 @@ PROBES = """
 
 
 def _lint(root: Path, files: dict[str, str], *, port: int = 8080,
-          probes: tuple[str, ...] = ("/health/startup", "/health")) -> LintReport:
+          probes: tuple[str, ...] = ("/health/startup", "/health"),
+          declared: bool = True) -> LintReport:
     write(root, {"app/__init__.py": "", "app/probes.py": PROBES, **files})
     (root / "requirements.txt").write_text("fastapi==0.115.0\nuvicorn==0.30.6\nflask==3.0.3\n")
     service = Service(dockerfile=root / "Dockerfile", port=port, probes=probes,
-                      settings_from="the test's config")
+                      settings_from="the test's config", probes_declared=declared)
     return lint_paths(root, [root], LintConfig(exclude=[], disable=["dockerfile", "FC6", "FC5"]),
                       service=service)
 
@@ -173,6 +174,68 @@ def test_lint_command_judges_the_service_it_is_pointed_at(tmp_path: Path,
     assert lint_command(tmp_path, "json", None, None, config, False, True) == 0
     assert "FC82" not in capsys.readouterr().out  # port 9000 and /ready as configured
     assert lint_command(tmp_path / "other", "json", None, None, config, False, True) == 1
-    out = capsys.readouterr().out
-    # judged with the defaults (port 8080, /health/startup), not the top service's settings
-    assert '"FC821"' in out and '"FC823"' in out and "flightcheck's defaults" in out
+    captured = capsys.readouterr()
+    # judged with the defaults (port 8080), not the top service's settings; no config file
+    # declares its probe paths, so its routes are not judged — and the run says so
+    assert '"FC821"' in captured.out and "flightcheck's defaults" in captured.out
+    assert '"FC823"' not in captured.out
+    assert "FC823 (a route at the probe path) not checked" in captured.err
+    assert "for the app in chat.py" in captured.err
+
+
+SHELL_CMD = {"Dockerfile": "FROM python:3.11-slim\n"
+             "CMD exec uvicorn app.main:app --host 0.0.0.0 --port ${PORT:-8080}\n"}
+
+
+@pytest.mark.parametrize(("constructor", "probe", "served"), [
+    ("FastAPI()", "/openapi.json", True),
+    ("FastAPI()", "/docs", True),
+    ("FastAPI()", "/redoc", True),
+    ("FastAPI()", "/docs/oauth2-redirect", True),
+    ("FastAPI(docs_url='/api/docs')", "/api/docs", True),
+    ("FastAPI(docs_url='/api/docs')", "/docs", False),  # moved: /docs is a 404 now
+    ("FastAPI(docs_url=None)", "/docs", False),
+    ("FastAPI(docs_url=None)", "/docs/oauth2-redirect", False),  # part of the Swagger UI
+    ("FastAPI(openapi_url=None)", "/redoc", False),  # no schema: no docs pages at all
+    ("FastAPI(redoc_url='/redoc' if DEBUG else None)", "/redoc", True),  # may be served
+])
+def test_fastapi_builtin_routes_count_as_served(tmp_path: Path, constructor: str, probe: str,
+                                                served: bool) -> None:
+    app = (f"from fastapi import FastAPI\nDEBUG = True\napp = {constructor}\n"
+           "@app.get('/health')\ndef health() -> dict:\n    return {}\n")
+    report = _lint(tmp_path, {"app/main.py": app, **SHELL_CMD}, probes=(probe, "/health"))
+    assert hits(report, "FC8") == (set() if served else {("app/main.py", 3, "FC823")})
+
+
+def test_computed_fastapi_docs_url_makes_routes_unknown(tmp_path: Path) -> None:
+    app = ("import os\nfrom fastapi import FastAPI\napp = FastAPI(docs_url=os.environ['DOCS'])\n"
+           "@app.get('/health')\ndef health() -> dict:\n    return {}\n")
+    report = _lint(tmp_path, {"app/main.py": app, **SHELL_CMD}, probes=("/docs", "/health"))
+    assert hits(report, "FC8") == set()  # it may be /docs: say nothing rather than guess
+
+
+def test_probe_routes_not_judged_without_a_config_file(tmp_path: Path) -> None:
+    app = FASTAPI_APP.replace('prefix="/health"', 'prefix="/ready"')  # no /health/startup
+    judged = _lint(tmp_path / "declared", {"app/main.py": app, **SHELL_CMD})
+    assert hits(judged, "FC8") == {("app/main.py", 5, "FC823")}
+    assert not any("FC823" in n for n in judged.notes)
+    # the same service with no flightcheck.toml: the default paths are a guess, so no FC823 —
+    # and a note says the check did not run (it did not pass)
+    report = _lint(tmp_path / "defaults", {"app/main.py": app, **SHELL_CMD}, declared=False)
+    assert hits(report, "FC8") == set()
+    (note,) = [n for n in report.notes if "FC823" in n]
+    assert "not checked" in note and "app/main.py" in note
+    # without a Dockerfile command naming an app there is nothing to judge: no note either
+    quiet = _lint(tmp_path / "script", {"app/main.py": app,
+                                        "Dockerfile": 'FROM python:3.11-slim\nCMD ["./start.sh"]\n'},
+                  declared=False)
+    assert not any("FC823" in n for n in quiet.notes)
+
+
+def test_service_from_config_declares_probes_only_with_a_file(tmp_path: Path) -> None:
+    from flightcheck.config import Config
+    from flightcheck.lint.target import service_from_config
+
+    cfg = Config.model_validate({"service": {"name": "svc", "source": str(tmp_path)}})
+    assert service_from_config(cfg, from_file=True).probes_declared
+    assert not service_from_config(cfg, from_file=False).probes_declared

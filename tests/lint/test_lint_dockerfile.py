@@ -109,3 +109,25 @@ def test_comment_above_an_instruction_suppresses_it(tmp_path: Path, use_hadolint
         CMD python app.py
     """
     assert _lint(tmp_path, text, use_hadolint) == set()
+
+
+def test_missing_healthcheck_fix_uses_the_configured_port_and_path(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    from flightcheck.lint.command import lint_command
+
+    (tmp_path / "Dockerfile").write_text(
+        'FROM python:3.11-slim\nUSER 10001\nCMD ["python", "-m", "app"]\n')
+    monkeypatch.chdir(tmp_path)  # no ./flightcheck.toml: flightcheck's defaults
+    assert lint_command(tmp_path, "json", None, None, None, False, True) == 0
+    (fc804,) = [f for f in json.loads(capsys.readouterr().out) if f["code"] == "FC804"]
+    assert "http://127.0.0.1:8080/health'" in fc804["fix"]
+    # the config the lint stage gets: its port and liveness path, not the defaults
+    config = tmp_path / "flightcheck.toml"
+    config.write_text('[service]\nname = "svc"\nport = 9000\n'
+                      '[health.startup]\npath = "/ready"\n[health.liveness]\npath = "/livez"\n')
+    assert lint_command(None, "json", None, None, config, False, True) == 0
+    (fc804,) = [f for f in json.loads(capsys.readouterr().out) if f["code"] == "FC804"]
+    assert "http://127.0.0.1:9000/livez'" in fc804["fix"] and "8080" not in fc804["fix"]

@@ -137,3 +137,23 @@ def test_docs_describe_every_rule() -> None:
         assert f"### {code} {rule.name}" in docs and rule.why in docs and rule.fix in docs
     # the rule reference is the catalog's own rendering (regenerate after changing a rule)
     assert docs[docs.index("# Rules\n"):] == rules_markdown()
+
+
+def test_test_files_skip_the_ast_for_rules_tests_are_exempt_from(tmp_path: Path) -> None:
+    # async code (FC406), a secret-looking assignment (FC304) and a model name (FC701) make a
+    # service file parse; in a test file those rules do not apply, so it is only compiled
+    from flightcheck.lint.rules import TEST_EXEMPT
+
+    assert {"FC304", "FC406", "FC701"} <= TEST_EXEMPT
+    body = ('import time\n\nMODEL = "gpt-4o"\nAPI_KEY = "' + keys()["generic"] + '"\n\n\n'
+            "def wait() -> None:\n    time.sleep(1)\n\n\nasync def handler() -> None:\n"
+            "    wait()\n")
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "tests" / "test_app.py").write_text(body)
+    report = lint_paths(tmp_path, [tmp_path], LintConfig(exclude=[]))
+    assert report.parsed == 0 and report.findings == []
+    (tmp_path / "app.py").write_text(body)
+    report = lint_paths(tmp_path, [tmp_path], LintConfig(exclude=[]))
+    assert report.parsed == 1
+    assert {(f.file, f.code) for f in report.findings} >= {
+        ("app.py", "FC406"), ("app.py", "FC304"), ("app.py", "FC701")}

@@ -75,7 +75,7 @@ def test_text_groups_by_file_with_fix_hints_and_colour_on_request(tmp_path: Path
     assert "  app/main.py:25:15: error   FC401 [async-blocking]" in plain
     assert plain.count("\napp/main.py\n") == 1  # one header per file
     assert "fix: Use an async client" in plain
-    assert plain.rstrip().splitlines()[-1].startswith(f"{PLANTED_ERRORS} errors, {PLANTED_WARNINGS} warnings in 14 files ")
+    assert plain.rstrip().splitlines()[-1].startswith(f"{PLANTED_ERRORS} errors, {PLANTED_WARNINGS} warnings in 15 files ")
     coloured = render_text(report, color=True)
     assert "\x1b[1;31m" in coloured and "\x1b[0m" in coloured
 
@@ -94,7 +94,7 @@ def test_no_output_ever_contains_a_secret(tmp_path: Path) -> None:
 def test_command_formats_output_file_and_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     root = planted_tree(tmp_path)
     out = tmp_path / "out" / "lint.sarif"
-    code = lint_command(root, "sarif", out, None, None)
+    code = lint_command(root, "sarif", out, None, root / "flightcheck.toml")
     assert code == 1
     jsonschema.Draft4Validator(_sarif_schema()).validate(json.loads(out.read_text()))
     err = capsys.readouterr().err
@@ -131,7 +131,8 @@ def test_cli_main_exit_codes(tmp_path: Path) -> None:
     import sys
 
     root = planted_tree(tmp_path)
-    cmd = [sys.executable, "-m", "flightcheck.cli", "lint", str(root), "--format", "json"]
+    cmd = [sys.executable, "-m", "flightcheck.cli", "lint", str(root), "--config",
+           str(root / "flightcheck.toml"), "--format", "json"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 1 and len(json.loads(proc.stdout)) == PLANTED_ERRORS + PLANTED_WARNINGS
     proc = subprocess.run([*cmd[:-2], "--format", "yaml"], capture_output=True, text=True,
@@ -200,3 +201,30 @@ def test_stage_never_passes_a_run_that_left_files_unchecked(tmp_path: Path) -> N
     assert res.status is Status.WARN and "1 not checked" in res.summary
     assert res.details["skipped"] == [{"file": "big.py", "reason": res.details["skipped"][0]["reason"]}]
     assert "max_file_kb" in res.details["skipped"][0]["reason"]
+
+
+def test_stage_fixes_and_probe_routes_follow_the_config_it_receives(tmp_path: Path) -> None:
+    root = tmp_path / "svc"
+    root.mkdir()
+    (root / "Dockerfile").write_text(
+        'FROM python:3.11-slim\nUSER 10001\n'
+        'CMD ["sh", "-c", "exec uvicorn app:app --host 0.0.0.0 --port $PORT"]\n')
+    (root / "requirements.txt").write_text("fastapi==0.115.0\nuvicorn==0.30.6\n")
+    (root / "app.py").write_text("from fastapi import FastAPI\n\napp = FastAPI()\n\n\n"
+                                 "@app.get('/livez')\ndef live() -> dict:\n    return {}\n")
+    (root / "flightcheck.toml").write_text(
+        '[service]\nname = "svc"\nport = 9000\n'
+        '[health.startup]\npath = "/docs"\n[health.liveness]\npath = "/livez"\n')
+    ctx = Context(loaded=load(root / "flightcheck.toml", environ={}), report_dir=tmp_path / "r")
+    res = anyio.run(lint_stage.run, ctx)
+    # FastAPI serves /docs itself and /livez is a route: no FC823; FC804's fix probes the
+    # configured port and liveness path
+    assert {f.code for f in res.findings} == {"FC804"}
+    assert "http://127.0.0.1:9000/livez'" in (res.findings[0].fix or "")
+    # the startup path moved to one nothing serves: FC823, judged against the config's path
+    (root / "flightcheck.toml").write_text(
+        '[service]\nname = "svc"\nport = 9000\n[health.startup]\npath = "/ready"\n'
+        '[health.liveness]\npath = "/livez"\n')
+    ctx = Context(loaded=load(root / "flightcheck.toml", environ={}), report_dir=tmp_path / "r")
+    res = anyio.run(lint_stage.run, ctx)
+    assert {f.code for f in res.findings} == {"FC804", "FC823"}

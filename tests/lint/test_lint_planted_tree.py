@@ -9,8 +9,9 @@ from pathlib import Path
 
 from lint_support import keys, private_key
 
-from flightcheck.config import LintConfig
+from flightcheck.config import LintConfig, load
 from flightcheck.lint import LintReport, lint_paths
+from flightcheck.lint.target import service_from_config
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "lint"
 
@@ -37,7 +38,9 @@ def planted_tree(dest: Path) -> Path:
 
 def lint_planted(tmp_path: Path) -> LintReport:
     root = planted_tree(tmp_path)
-    return lint_paths(root, [root], LintConfig())
+    # the service as its flightcheck.toml describes it (its probe paths: FC823)
+    service = service_from_config(load(root / "flightcheck.toml").config, from_file=True)
+    return lint_paths(root, [root], LintConfig(), service=service)
 
 
 def test_planted_defects_are_found_exactly(tmp_path: Path) -> None:

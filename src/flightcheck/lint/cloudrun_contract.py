@@ -9,7 +9,10 @@ included), the server's defaults are applied (uvicorn and hypercorn bind 127.0.0
 module is read. Routes of FastAPI/Flask apps are collected from decorators,
 ``add_api_route``/``add_url_rule`` and ``include_router``/``register_blueprint`` with their
 prefixes; anything not statically certain (a mount, a computed path or prefix, a router from
-elsewhere, a start script) makes the check say nothing rather than guess.
+elsewhere, a start script) makes the check say nothing rather than guess. FastAPI's own routes
+(``/openapi.json``, ``/docs``, ``/docs/oauth2-redirect``, ``/redoc``, as the constructor sets
+them) are served too. Without a config file declaring the probe paths, routes are not judged
+(:attr:`Contract.unjudged_routes` says where the engine should note it).
 """
 
 from __future__ import annotations
@@ -62,6 +65,8 @@ class Contract:
     rels: set[str]
     read: Callable[[str], str | None]
     findings: dict[str, list[Raw]] = field(default_factory=dict)
+    # An app whose routes were known but not judged: no config file declares the probe paths.
+    unjudged_routes: str | None = None
 
     def check(self) -> dict[str, list[Raw]]:
         cmd = _command(self.instructions)
@@ -215,6 +220,9 @@ class Contract:
         paths = collector.collect(name, "")
         if paths is None:
             return  # something not statically certain: say nothing
+        if not self.service.probes_declared:
+            self.unjudged_routes = rel
+            return
         line = collector.defined.get(name, 1)
         for probe in dict.fromkeys(self.service.probes):
             if not any(_matches(p, probe) for p in paths):
@@ -265,6 +273,11 @@ class _Routes:
             return None
         prefix += own
         paths: list[str] = []
+        if self.vars.get(name) == "fastapi.FastAPI":
+            builtin = self._fastapi_builtin(name)
+            if builtin is None:
+                return None
+            paths += builtin
         for node in ast.walk(self.tree):
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 for dec in node.decorator_list:
@@ -303,6 +316,32 @@ class _Routes:
                 return kw.value if isinstance(kw, ast.Constant) and isinstance(kw.value, str) else None
         return ""
 
+    def _fastapi_builtin(self, name: str) -> list[str] | None:
+        """The routes FastAPI adds itself (``FastAPI.setup``): the OpenAPI document, and with
+        it the Swagger UI (and its OAuth2 redirect) and ReDoc, at the constructor's URLs. A URL
+        chosen by a condition counts with every value it may take; one computed otherwise makes
+        the app's routes unknown (None)."""
+        call: ast.Call | None = None
+        for node in self.tree.body:
+            if (isinstance(node, (ast.Assign, ast.AnnAssign)) and isinstance(node.value, ast.Call)
+                    and any(isinstance(t, ast.Name) and t.id == name
+                            for t in (node.targets if isinstance(node, ast.Assign) else [node.target]))):
+                call = node.value
+        if call is None or any(k.arg is None for k in call.keywords):
+            return None  # **settings: the URLs are not known
+        urls: dict[str, list[str]] = {}
+        for kw, default in _FASTAPI_BUILTIN:
+            expr = _kw(call, kw)
+            values = [default] if expr is None else _url_values(expr)
+            if values is None:
+                return None
+            urls[kw] = values
+        if not urls["openapi_url"]:
+            return []  # openapi_url=None turns off the docs pages as well
+        if not urls["docs_url"]:
+            urls["swagger_ui_oauth2_redirect_url"] = []  # part of the Swagger UI
+        return [u for values in urls.values() for u in values]
+
     def _include(self, call: ast.Call, prefix: str, depth: int) -> list[str] | None:
         if not call.args:
             return None
@@ -329,6 +368,22 @@ class _Routes:
         if rel is None or tree is None:
             return None  # a router from a library: its routes are not known here
         return _Routes(self.c, rel, tree, _aliases(tree)).collect(attr, prefix + extra, depth - 1)
+
+
+_FASTAPI_BUILTIN = (("openapi_url", "/openapi.json"), ("docs_url", "/docs"),
+                    ("redoc_url", "/redoc"),
+                    ("swagger_ui_oauth2_redirect_url", "/docs/oauth2-redirect"))
+
+
+def _url_values(expr: ast.expr) -> list[str] | None:
+    """The URLs a constructor argument may be: ``"/docs"``, ``None`` (off), or either branch
+    of ``"/docs" if debug else None``; None when computed otherwise."""
+    if isinstance(expr, ast.Constant) and (expr.value is None or isinstance(expr.value, str)):
+        return [expr.value] if expr.value else []
+    if isinstance(expr, ast.IfExp):
+        body, orelse = _url_values(expr.body), _url_values(expr.orelse)
+        return None if body is None or orelse is None else body + orelse
+    return None
 
 
 # --- helpers --------------------------------------------------------------------------------

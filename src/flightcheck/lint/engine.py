@@ -36,6 +36,7 @@ from flightcheck.lint.cache import Entry, LintCache, digest, disabled_by_env, ke
 from flightcheck.lint.callgraph import blocking_calls
 from flightcheck.lint.cloudrun_contract import Contract
 from flightcheck.lint.deps import (
+    Declared,
     add_image_installs,
     installed_import_names,
     is_declaration,
@@ -48,7 +49,7 @@ from flightcheck.lint.pyscan import (
     Settings,
     function_facts,
 )
-from flightcheck.lint.rules import RULES, TEST_EXEMPT, UPSTREAM, codes_for
+from flightcheck.lint.rules import RULES, TEST_EXEMPT, UPSTREAM, codes_for, healthcheck_fix
 from flightcheck.lint.target import HOST, Service, Target, is_version_syntax, target_python
 from flightcheck.lint.textscan import FLOATING_MODELS, Raw
 from flightcheck.lint.typegate import TypeGate
@@ -568,6 +569,10 @@ def lint_paths(
                 complete = False
                 report.notes.append(f"ruff failed ({exc}): FC102, FC401-FC403, FC405 and FC502 "
                                     "(requests) not checked")
+        # What needs no ty runs here, while ty's last batches do (in their own processes).
+        derived = _derived_checks(root, [e.result for e in cached.values()] + fresh, files,
+                                  settings, enabled, service, service_df, parsed_dockerfiles,
+                                  declared, report, use_hadolint)
         if gate is not None:
             try:
                 type_results = gate.results()
@@ -605,34 +610,53 @@ def lint_paths(
         results.append(FileResult(rel, raws=raws))
     for rel, raws in extra.items():
         results.append(FileResult(rel, raws=raws))
+    results.extend(derived)
+    if target is not None and target.version > HOST:
+        _newer_syntax(results, parse_errors, target, report)
+    # FC804's example HEALTHCHECK probes the service's own port and liveness path
+    fixes = {"FC804": healthcheck_fix(service.port, service.probes[-1] if service.probes else "/health")}
+    _finish(report, results, declared.distributions, enabled, severities, bool(declared.files),
+            aideps.without_legacy_api(declared.specs), fixes)
+    report.seconds = round(time.perf_counter() - started, 3)
+    return report
+
+
+def _derived_checks(
+    root: Path, scanned: list[FileResult], files: _Files, settings: Settings,
+    enabled: frozenset[str], service: Service,
+    service_df: tuple[str, list[dockerfile.Instruction]] | None,
+    parsed_dockerfiles: dict[str, list[dockerfile.Instruction]], declared: Declared,
+    report: LintReport, use_hadolint: bool,
+) -> list[FileResult]:
+    """The checks over the whole project: the Cloud Run contract, FC406's call graph (from
+    the facts the scan put in ``scanned``), the Dockerfiles, unpinned SDKs, the build context."""
+    results: list[FileResult] = []
+    modules = _module_table(files.python)
     if service_df is not None and enabled & {"FC821", "FC822", "FC823"}:
         contract = Contract(root, service, service_df[0], service_df[1],
-                            _module_table(files.python), {t.rel for t in files.python},
+                            modules, {t.rel for t in files.python},
                             partial(_read_text, root))
         for rel, raws in contract.check().items():
             results.append(FileResult(rel, raws=raws))
+        if contract.unjudged_routes is not None and "FC823" in enabled:
+            report.notes.append(
+                f"FC823 (a route at the probe path) not checked: no flightcheck.toml declares the "
+                f"probe paths ([health.startup].path, [health.liveness].path) for the app in "
+                f"{contract.unjudged_routes}; add one (`flightcheck init`) to check its routes")
     if "FC406" in enabled:
-        modules = _module_table(files.python)
-
         def facts(rel: str) -> dict[str, FunctionFacts]:
             text = _read_text(root, rel)
             return function_facts(settings, rel, text) if text is not None else {}
 
-        for rel, raws in blocking_calls(results, _module_names, modules, facts).items():
+        for rel, raws in blocking_calls(scanned, _module_names, modules, facts).items():
             results.append(FileResult(rel, raws=raws))
-    if target is not None and target.version > HOST:
-        _newer_syntax(results, parse_errors, target, report)
-
     results.extend(_dockerfiles(files.dockerfiles, parsed_dockerfiles, enabled, report, use_hadolint))
     if "FC211" in enabled:
         for rel, raws in aideps.unpinned(declared.specs, root).items():
             results.append(FileResult(rel, raws=raws))
     if "FC806" in enabled:
         results.extend(_image_hygiene(root, service, files, parsed_dockerfiles))
-    _finish(report, results, declared.distributions, enabled, severities, bool(declared.files),
-            aideps.without_legacy_api(declared.specs))
-    report.seconds = round(time.perf_counter() - started, 3)
-    return report
+    return results
 
 
 def _fingerprint(tasks: list[worker.Task]) -> tuple[dict[str, bytes], set[str]]:
@@ -794,10 +818,10 @@ def _balance(tasks: list[worker.Task], n: int) -> list[list[worker.Task]]:
     """Largest files first into the lightest bin: compile time follows file size."""
     bins: list[list[worker.Task]] = [[] for _ in range(n)]
     loads = [0] * n
-    for task in sorted(tasks, key=lambda t: -_size(t.path)):
+    for size, task in sorted(((_size(t.path), t) for t in tasks), key=lambda st: -st[0]):
         i = loads.index(min(loads))
         bins[i].append(task)
-        loads[i] += _size(task.path) + 2000  # per-file overhead
+        loads[i] += size + 2000  # per-file overhead
     return bins
 
 
@@ -856,6 +880,7 @@ def _finish(
     severities: dict[str, Severity],
     has_declarations: bool,
     without_legacy: frozenset[str] = frozenset(),
+    fixes: dict[str, str] | None = None,
 ) -> None:
     suppress: dict[str, dict[int, set[str]]] = {}
     pending: list[tuple[str, Raw]] = []
@@ -915,7 +940,8 @@ def _finish(
         sev = severities.get(raw.code) or Severity(level)
         report.findings.append(
             Finding(code=raw.code, category=rule.category, severity=sev, message=message,
-                    file=rel, line=raw.line, col=raw.col, fix=rule.fix)
+                    file=rel, line=raw.line, col=raw.col,
+                    fix=(fixes or {}).get(raw.code, rule.fix))
         )
     report.findings.sort(key=lambda f: (f.file or "", f.line or 0, f.col or 0, f.code))
     report.skipped.sort(key=lambda s: s.file)

@@ -272,14 +272,17 @@ class Scanner:
                 or _LLM_METHOD.search(text) is not None  # a client imported from elsewhere
             )
         # The call graph starts in async code; the modules it calls into are read on demand
-        # (callgraph.py), so only files with an ``async def`` pay for it here.
-        need_graph = self._want_graph and "async def" in text
+        # (callgraph.py), so only files with an ``async def`` pay for it here. Tests are exempt
+        # from FC406, FC304 and FC701 (rules.TEST_EXEMPT): a test file does not parse for them
+        # (a module that async code calls into is still read on demand, test or not).
+        need_graph = self._want_graph and not is_test and "async def" in text
         need_exprs = (
             need_ai
             or need_graph
-            or (self._want_generic and _secret_hint(text))
+            or (self._want_generic and not is_test and _secret_hint(text))
             or (
                 self._want_model
+                and not is_test
                 and any(n in text for n in self._model_needles)
                 and self._model_re.search(text) is not None
             )

@@ -50,6 +50,13 @@ class Rule:
         return "ruff" if self.upstream else "flightcheck"
 
 
+def healthcheck_fix(port: int, path: str) -> str:
+    """FC804's fix for the service's port and liveness path (the catalog shows the defaults)."""
+    return (f"Add one: `HEALTHCHECK CMD python -c \"import urllib.request as u; "
+            f"u.urlopen('http://127.0.0.1:{port}{path}', timeout=2)\"`, or `HEALTHCHECK NONE` "
+            "to opt out explicitly.")
+
+
 _RULES: tuple[Rule, ...] = (
     Rule(
         "FC101",
@@ -356,9 +363,7 @@ _RULES: tuple[Rule, ...] = (
         "warning",
         "Without a HEALTHCHECK, docker and compose report a wedged service as healthy "
         "(Cloud Run uses its own probes; configure those too).",
-        "Add one: `HEALTHCHECK CMD python -c \"import urllib.request as u; "
-        "u.urlopen('http://127.0.0.1:8080/health', timeout=2)\"`, or `HEALTHCHECK NONE` "
-        "to opt out explicitly.",
+        healthcheck_fix(8080, "/health"),
         'CMD ["python", "-m", "app"]',
         'HEALTHCHECK --interval=30s --timeout=3s CMD ["python", "/app/healthcheck.py"]\n'
         'CMD ["python", "-m", "app"]',

@@ -28,8 +28,11 @@ class Service:
     dockerfile: Path | None = None
     context: Path | None = None  # the build context (default: the Dockerfile's directory)
     port: int = 8080
-    probes: tuple[str, ...] = ("/health/startup", "/health")
+    probes: tuple[str, ...] = ("/health/startup", "/health")  # (startup, liveness)
     settings_from: str = "flightcheck's defaults"  # said in messages: where port/probes come from
+    # Whether a config file declares the probe paths: without one, the defaults are a guess
+    # (Cloud Run's own default startup probe is TCP), so FC823 does not judge routes by them.
+    probes_declared: bool = False
 
 
 def service_from_config(config: object, *, from_file: bool) -> Service:
@@ -44,6 +47,7 @@ def service_from_config(config: object, *, from_file: bool) -> Service:
         port=svc.port,
         probes=(health.startup.path, health.liveness.path),
         settings_from=where,
+        probes_declared=from_file,
     )
 
 

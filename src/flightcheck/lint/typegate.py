@@ -75,6 +75,8 @@ class TypeGate:
         self._modules = modules  # dotted module name → rel (the project's modules)
         self._texts: dict[str, str] = {}
         self._trees: dict[str, ast.Module | None] = {}
+        self._shown: dict[str, str | None] = {}  # a path as ty prints it → rel
+        self._call_nodes: dict[str, list[ast.Call] | None] = {}
         self._tmp = tempfile.TemporaryDirectory(prefix="flightcheck-ty-")
         env = Path(self._tmp.name) / "env"
         (env / "lib" / f"python{python}" / "site-packages").mkdir(parents=True)
@@ -130,7 +132,7 @@ class TypeGate:
             raise RuntimeError(self._error)
         found: dict[str, list[Raw]] = {}
         for diag in _parse("\n".join(self._output)):
-            rel = self._rel.get(str((self.root / diag.file).resolve()))
+            rel = self._project_rel(diag.file)
             code = TY_RULES.get(diag.rule)
             if rel is None or code is None or not self._own(diag):
                 continue
@@ -155,7 +157,7 @@ class TypeGate:
             return re.search(rf"\b{re.escape(m.group(2))}\b", source) is None
         # a call: the signature ty checked against must be declared in the project, and be
         # what runs (not a stub, a method a subclass may override, a rebinding ty misses)
-        own = [(f, line) for f, line in diag.related if str((self.root / f).resolve()) in self._rel]
+        own = [(f, line) for f, line in diag.related if self._project_rel(f) is not None]
         if not own or "__new__" in diag.message:
             return False
         if self._on_self(diag.file, diag.line, diag.col):
@@ -176,6 +178,13 @@ class TypeGate:
                 return False
         return True
 
+    def _project_rel(self, shown: str) -> str | None:
+        """The project file ty names (relative to the root), or None: one resolve per file,
+        not per diagnostic (ty reports thousands on a large tree)."""
+        if shown not in self._shown:
+            self._shown[shown] = self._rel.get(str((self.root / shown).resolve()))
+        return self._shown[shown]
+
     def _text(self, rel: str) -> str:
         if rel not in self._texts:
             try:
@@ -192,14 +201,22 @@ class TypeGate:
                 self._trees[rel] = None
         return self._trees[rel]
 
+    def _calls(self, rel: str) -> list[ast.Call] | None:
+        """The file's calls, collected once (several diagnostics may point into one file)."""
+        if rel not in self._call_nodes:
+            tree = self._tree(rel)
+            self._call_nodes[rel] = (None if tree is None else
+                                     [n for n in ast.walk(tree) if isinstance(n, ast.Call)])
+        return self._call_nodes[rel]
+
     def _on_self(self, rel: str, line: int, col: int) -> bool:
         """Whether the innermost call around (line, col) is ``self.m(...)``/``cls.m``/``super()``."""
-        tree = self._tree(rel)
-        if tree is None:
+        calls = self._calls(rel)
+        if calls is None:
             return True  # cannot tell: stay silent
         best: ast.Call | None = None
-        for node in ast.walk(tree):
-            if (isinstance(node, ast.Call) and node.end_lineno is not None
+        for node in calls:
+            if (node.end_lineno is not None
                     and (node.lineno, node.col_offset) <= (line, col - 1)
                     and (line, col - 1) <= (node.end_lineno, node.end_col_offset or 0)):
                 if best is None or (node.lineno, node.col_offset) >= (best.lineno, best.col_offset):

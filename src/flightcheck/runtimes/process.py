@@ -27,6 +27,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from pathlib import Path
 
 import anyio
@@ -341,8 +342,11 @@ class ProcessRuntime:
         try:
             if sidecar is not None:
                 side = await self._start_sidecar(sidecar)
-            # blocks briefly (stale-cgroup cleanup, bounded at 3 s) before anything runs
-            guard = create_guard(memory_limit, mode=self._guard_mode)  # noqa: FC406
+            # in a thread: it blocks (stale-cgroup cleanup, bounded at 3 s; cgroup writes). Not
+            # abandoned on cancel, so the guard it makes is always handed back and closed on
+            # every path, never left behind with its cgroup.
+            guard = await anyio.to_thread.run_sync(
+                partial(create_guard, memory_limit, mode=self._guard_mode))
             listen = _proc.free_port()
             service_env = self._env(source, {**env, "PORT": str(listen), "HOST": "127.0.0.1"})
             child = _Child(_interpreter(argv), cwd=source, env=service_env, guard=guard)
