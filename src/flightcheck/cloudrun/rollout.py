@@ -182,6 +182,7 @@ class Validation:
     details: dict[str, object] = field(default_factory=dict)
 
 
+_NOT_RUN = Validation(ok=False, reason="not validated")
 Validator = Callable[[str, str], Awaitable[Validation]]  # (tag URL, revision) → verdict
 
 
@@ -362,24 +363,9 @@ class Rollout:
         self._to(Phase.CREATING, f"candidate {self.revision} ({self.image}) at 0% with tag "
                                  f"{CANDIDATE_TAG}; waiting up to "
                                  f"{self.settings.ready_timeout_s:g} s for it to be ready")
-        self._locked = True
-        try:
-            svc = await self.api.update_service(body, timeout_s=self.settings.ready_timeout_s)
-        except ConcurrentChange as exc:
-            self._locked = False
-            return self._finish("failed", Phase.FAILED, f"refused: {exc.what}")
-        except CloudRunError as exc:
-            return await self._not_ready(str(exc.what))
-        self._service = svc
-        if not await self._ready():
-            return await self._not_ready("")
-        self.outcome.url = svc.uri or None
-        self.outcome.tag_url = tag_url(svc, CANDIDATE_TAG)
-
-        # 3. IAM, then the tag URL
-        if not await self._iam():
-            return self.outcome
-        verdict = await self._validate()
+        stopped, verdict = await self._create(body, create=False)
+        if stopped is not None:
+            return stopped
         if not verdict.ok:
             await self._restore()
             return self._finish("failed", Phase.FAILED,
@@ -405,25 +391,9 @@ class Rollout:
         self._lock(body)
         self._to(Phase.CREATING, f"revision {self.revision} ({self.image}) with 100% (first "
                                  f"deploy); waiting up to {self.settings.ready_timeout_s:g} s")
-        self._locked = True
-        try:
-            if current is None:
-                svc = await self.api.create_service(body, timeout_s=self.settings.ready_timeout_s)
-            else:
-                svc = await self.api.update_service(body, timeout_s=self.settings.ready_timeout_s)
-        except ConcurrentChange as exc:
-            self._locked = False
-            return self._finish("failed", Phase.FAILED, f"refused: {exc.what}")
-        except CloudRunError as exc:
-            return await self._not_ready(str(exc.what))
-        self._service = svc
-        if not await self._ready():
-            return await self._not_ready("")
-        self.outcome.url = svc.uri or None
-        self.outcome.tag_url = tag_url(svc, CANDIDATE_TAG)
-        if not await self._iam():
-            return self.outcome
-        verdict = await self._validate()
+        stopped, verdict = await self._create(body, create=current is None)
+        if stopped is not None:
+            return stopped
         if not verdict.ok:
             await self._release(traffic=[Split(self.revision, 100)])
             return self._finish(
@@ -434,6 +404,30 @@ class Rollout:
         return await self._promote()
 
     # --- pieces ----------------------------------------------------------------------------------
+
+    async def _create(self, body: run_v2.Service, *, create: bool
+                      ) -> tuple[Outcome | None, Validation]:
+        """Write the new revision under our lock, wait for it to be ready, apply IAM, then
+        validate its tag URL. Returns the outcome when the rollout stops before validation
+        judged anything, else the validation's verdict."""
+        self._locked = True
+        try:
+            call = self.api.create_service if create else self.api.update_service
+            svc = await call(body, timeout_s=self.settings.ready_timeout_s)
+        except ConcurrentChange as exc:
+            self._locked = False
+            return self._finish("failed", Phase.FAILED, f"refused: {exc.what}"), _NOT_RUN
+        except CloudRunError as exc:
+            return await self._not_ready(str(exc.what)), _NOT_RUN
+        self._service = svc
+        if not await self._ready():
+            return await self._not_ready(""), _NOT_RUN
+        self.outcome.url = svc.uri or None
+        self.outcome.tag_url = tag_url(svc, CANDIDATE_TAG)
+        # IAM first: validation must reach the tag URL the way users will.
+        if not await self._iam():
+            return self.outcome, _NOT_RUN
+        return None, await self._validate()
 
     def _refuse_if_locked(self, current: run_v2.Service) -> None:
         held = current.annotations.get(spec.LOCK_ANNOTATION)
