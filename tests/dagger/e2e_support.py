@@ -247,3 +247,75 @@ def render_table(cells: dict[str, dict[str, str]]) -> str:
 
 EXPECTED_TABLE = render_table({n: dict.fromkeys(("dagger", "docker", "process"), v)
                                for n, (_, v) in TABLE.items()})
+
+
+# --- the lessons (test_module_lessons_e2e asserts it; docs/dagger.md shows it) -------------
+
+# Each lesson function on the reference service, beside the same `flightcheck` command over a
+# `flightcheck ci --runtime docker` report of the same source. A cell is the gate's outcome:
+# "passes" (pass or warn: exit 0), or "fails: " and its first error up to the parenthesis.
+LESSON_CASES: dict[str, Case] = {
+    "healthy": Case("healthy reference service", "lessons", repo=True),
+    "temperature": Case("temperature overridden", "parity", {"AI_TEMPERATURE": "0.9"}),
+    "tokens": Case("token inflation", "cost", {"FAULT_TOKEN_MULTIPLIER": "1000"}),
+    "degraded": Case("degraded answers", "quality", {"FAULT_DEGRADE_ANSWERS": "1"}),
+}
+# row → (lesson, case in the source, `dagger call …`, `flightcheck …`, the verdict of both)
+LESSON_TABLE: dict[str, tuple[str, str, str, str, str]] = {
+    "parity healthy": (
+        "parity", "healthy reference service", "parity", "parity", "passes"),
+    "parity temperature": (
+        "parity", '`AI_TEMPERATURE = "0.9"`', "parity --source=CASE", "parity",
+        "fails: dev declared vs running: temperature differs"),
+    "cost healthy": ("cost", "healthy reference service", "cost", "cost", "passes"),
+    "cost tokens": (
+        "cost", '`FAULT_TOKEN_MULTIPLIER = "1000"`', "cost --source=CASE", "cost",
+        "fails: over budget: request 'a wrong model answer is caught and asked again' costs "
+        "$0.0579 > $0.05 per request"),
+    "quality healthy": (
+        "quality", "healthy reference service", "quality --baseline=BASELINE",
+        "quality --baseline BASELINE", "passes"),
+    "quality degraded": (
+        "quality", '`FAULT_DEGRADE_ANSWERS = "1"`, BASELINE at `.flightcheck/baseline.json`',
+        "quality --source=CASE", "quality --baseline BASELINE",
+        "fails: worse than the baseline: assertion_pass_rate 0.5 vs 1"),
+    "resources healthy": (
+        "resources", "healthy reference service", "resources", "resources --from-report",
+        "passes"),
+}
+
+
+@dataclass(frozen=True)
+class LessonRun:
+    """A lesson's answer in text: the function's result or error, or the command's stdout."""
+
+    exit_code: int
+    output: str
+
+    @property
+    def mark(self) -> str:  # PASS / WARN / FAIL / SKIP
+        return self.output.split(maxsplit=1)[0] if self.output.strip() else ""
+
+    @property
+    def errors(self) -> list[str]:
+        return [line.removeprefix("  error: ") for line in self.output.splitlines()
+                if line.startswith("  error: ")]
+
+    def cell(self) -> str:
+        if self.exit_code == 0:
+            return "passes"
+        first = self.errors[0].split(" (", 1)[0] if self.errors else "(no error printed)"
+        return f"fails: {first}"
+
+
+def render_lesson_table(cells: dict[str, tuple[str, str]]) -> str:
+    lines = ["| lesson | case (`[service.env]` fault) | `dagger call …` | dagger (harness) | "
+             "`flightcheck …` (docker run's report) | local |",
+             "|---|---|---|---|---|---|"]
+    for row, (lesson, case, call, command, _) in LESSON_TABLE.items():
+        dagger, local = cells[row]
+        lines.append(f"| {lesson} | {case} | `{call}` | {dagger} | `{command}` | {local} |")
+    return "\n".join(lines)
+
+
+EXPECTED_LESSON_TABLE = render_lesson_table({r: (v[4], v[4]) for r, v in LESSON_TABLE.items()})

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from e2e_support import EXPECTED_TABLE, REPO
+from e2e_support import EXPECTED_LESSON_TABLE, EXPECTED_TABLE, REPO
 
 DOCS = (REPO / "docs" / "dagger.md").read_text(encoding="utf-8")
 README = (REPO / "README.md").read_text(encoding="utf-8")
@@ -18,6 +18,10 @@ def _flat(text: str) -> str:
 
 def test_the_docs_show_the_table_the_e2e_test_asserts() -> None:
     assert EXPECTED_TABLE in DOCS
+
+
+def test_the_docs_show_the_lessons_table_their_e2e_test_asserts() -> None:
+    assert EXPECTED_LESSON_TABLE in DOCS
 
 
 def test_no_doc_claims_a_dagger_engine_ran_and_each_says_what_did() -> None:

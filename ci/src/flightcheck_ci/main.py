@@ -36,10 +36,12 @@ BASELINE_FILE = "/tmp/flightcheck-baseline.json"
 MONITORING_DIR = "/tmp/flightcheck-monitoring"
 KEY_NAMES = {"openai": "OPENAI_API_KEY", "gemini": "GEMINI_API_KEY"}
 
-# What the service's source never needs inside a container.
+# What the service's source never needs inside a container. Of .flightcheck (local state: the
+# local Cloud Run's, ...) only the quality baseline, `quality`'s default, is kept.
 SOURCE_IGNORE = [
     ".git", ".venv", "**/__pycache__", "**/*.pyc", ".pytest_cache", ".ruff_cache",
-    ".mypy_cache", "flightcheck-report", ".flightcheck", "ci/sdk", "**/node_modules",
+    ".mypy_cache", "flightcheck-report", ".flightcheck/*", "!.flightcheck/baseline.json",
+    "ci/sdk", "**/node_modules",
 ]
 # flightcheck itself: what `pip install` needs, nothing else (the pip layer stays cached).
 LIBRARY_IGNORE = ["*", "!pyproject.toml", "!README.md", "!src/flightcheck", "**/__pycache__"]
@@ -124,6 +126,11 @@ class Flightcheck:
     def checker(self, source: Source) -> dagger.Container:
         """A python:3.11-slim container with flightcheck installed and the service's source at
         /src (the working directory): where every check runs. Try `checker terminal`."""
+        return self._checker(source, "")
+
+    def _checker(self, source: dagger.Directory, extras: str) -> dagger.Container:
+        """The checker with flightcheck's optional dependencies `extras` (e.g. "[monitoring]"),
+        installed before the source is mounted: a source change does not reinstall them."""
         return (
             dag.container()
             .from_(PYTHON_IMAGE)
@@ -131,7 +138,7 @@ class Flightcheck:
             .with_env_variable("PYTHONUNBUFFERED", "1")
             .with_mounted_cache("/root/.cache/pip", dag.cache_volume("flightcheck-pip"))
             .with_directory("/opt/flightcheck", self.library)
-            .with_exec(["pip", "install", "/opt/flightcheck"])
+            .with_exec(["pip", "install", f"/opt/flightcheck{extras}"])
             .with_directory(SOURCE_DIR, source)
             .with_workdir(SOURCE_DIR)
         )
@@ -624,7 +631,10 @@ class Flightcheck:
         container and flightcheck's exit code."""
         plan = await self._plan(source, memory, environment, keys)
         image = self._image(source, plan, None)
-        checker = self.checker(source)
+        # The whole graph renders the readiness checklist, whose monitoring item validates the
+        # alert policies against the API types: without the client libraries it would warn
+        # "pip install 'flightcheck[monitoring]'", which a Dagger user cannot do.
+        checker = self._monitoring_checker(source) if only is None else self.checker(source)
         env = {"FLIGHTCHECK_ATTACH_ENDPOINT": f"http://{SERVICE_HOST}:{plan.port}",
                "FLIGHTCHECK_ATTACH_IMAGE": f"{plan.service} (dagger docker_build {plan.dockerfile})"}
         started = time.monotonic()
@@ -697,8 +707,8 @@ class Flightcheck:
         return await done.stdout()
 
     def _monitoring_checker(self, source: dagger.Directory) -> dagger.Container:
-        # apply needs the Cloud client libraries: flightcheck's `monitoring` extra
-        return self.checker(source).with_exec(["pip", "install", "/opt/flightcheck[monitoring]"])
+        # the Cloud client libraries (apply; render validates against their types)
+        return self._checker(source, "[monitoring]")
 
     async def _stage(
         self,

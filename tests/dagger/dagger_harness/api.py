@@ -231,6 +231,12 @@ def _host_dir(ctx: Ctx, _obj: Any, args: dict[str, Any], info: Any) -> Directory
                                           args.get("include") or [])
 
 
+@resolves("Host.file")
+def _host_file(ctx: Ctx, _obj: Any, args: dict[str, Any], info: Any) -> File:
+    _not_default(info, args, {"path", "noCache"})
+    return ctx.engine.load_host_file(Path(args["path"]))
+
+
 @resolves("Query.secret")
 def _secret(ctx: Ctx, _obj: Any, args: dict[str, Any], info: Any) -> Secret:
     _not_default(info, args, {"uri"})

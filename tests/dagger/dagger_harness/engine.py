@@ -371,6 +371,21 @@ class Engine:
             shutil.rmtree(snap, ignore_errors=True)  # the same content was loaded before
         return found
 
+    def load_host_file(self, path: Path) -> File:
+        """A snapshot of one host file (what the CLI sends for a File argument), content-addressed
+        like a directory: the same bytes under the same name are the same File."""
+        src = path.resolve()
+        if not src.is_file():
+            raise EngineError(f"host file {path}: no such file")
+        snap = self._tmp("hostfile-")
+        shutil.copy2(src, snap / src.name)
+        digest = hashlib.sha256(f"{src.name}\0{src.stat().st_mode & 0o777}\0".encode())
+        digest.update(src.read_bytes())
+        parent = self.store.add(Directory(op="host", host=snap), "hostfile", digest.hexdigest())
+        if parent.host != snap:
+            shutil.rmtree(snap, ignore_errors=True)  # the same file was loaded before
+        return self.store.add(File(parent=parent, path=src.name), parent.id, "file", src.name)
+
     def secret(self, name: str, value: str) -> Secret:
         return self.store.unique(Secret(name=name, value=value))
 

@@ -198,8 +198,10 @@ class Harness:
         fn = self.module.functions[camel(function)]
         values: dict[str, Any] = {}
         for name, value in args.items():
-            if isinstance(value, Path):
-                value = self.host_directory(value, fn.arg(name).ignore)
+            if isinstance(value, Path):  # what the CLI uploads for a Directory or File flag
+                arg = fn.arg(name)
+                value = (self.host_file(value) if arg.type.name == "File"
+                         else self.host_directory(value, arg.ignore))
             values[camel(name)] = value
         lit = ", ".join(f"{k}: {_literal(v)}" for k, v in values.items())
         field_ = f"{camel(function)}({lit})" if lit else camel(function)
@@ -250,6 +252,12 @@ class Harness:
         data = self.query(f'{{ host {{ service(ports: [{forwards}]) {{ id }} }} }}')
         return data["host"]["service"]["id"]
 
+    def host_file(self, path: Path) -> str:
+        """What ``--baseline=./baseline.json`` does for a File argument: ``Host.file``."""
+        data = self.query("query($p: String!) { host { file(path: $p) { id } } }",
+                          {"p": str(path)})
+        return data["host"]["file"]["id"]
+
     def host_directory(self, path: Path, exclude: Sequence[str] = ()) -> str:
         data = self.query("query($p: String!, $x: [String!]) { host { directory(path: $p, "
                           "exclude: $x) { id } } }", {"p": str(path), "x": list(exclude)})
@@ -258,7 +266,8 @@ class Harness:
     def call(self, function: str, select: str = "", **args: Any) -> Any:
         """``dagger call FUNCTION --arg=value ... [chained fields]``. ``select`` is the GraphQL
         selection on the result (``"{ export(path: \\"...\\") }"``); a ``Path`` for a Directory
-        argument is uploaded with that argument's ``Ignore`` patterns, as the CLI does."""
+        argument is uploaded with that argument's ``Ignore`` patterns, one for a File argument
+        through ``Host.file``, as the CLI does."""
         assert self.module is not None
         data = self.query(self.call_query(function, select, **args))
         return data[camel(self.module.name)][camel(function)]
