@@ -157,3 +157,11 @@ def test_canary_traffic_of_the_candidate_revision_counts_when_dearer(tmp_path: P
     assert res.measurement("canary_cost_per_request_usd") == pytest.approx(0.015)
     assert res.measurement("cost_per_hour_usd") == pytest.approx(15.0)  # 0.015 × 1000 requests/h
     assert res.status is Status.FAIL and any("/h at 1000" in f.message for f in res.findings)
+
+
+def test_the_repro_lines_carry_the_request_rate_asked_for(tmp_path: Path) -> None:
+    ev = evidence([], "[service]\nname = 'x'\n", tmp_path)
+    asked = cost.evaluate(ev, requests_per_hour=250).repro
+    assert asked.local.startswith("flightcheck cost --requests-per-hour 250")
+    assert "--requests-per-hour=250" in asked.dagger
+    assert "--requests-per-hour" not in cost.evaluate(ev).repro.dagger

@@ -161,3 +161,12 @@ def test_the_gate_before_deploy_judges_declared_and_just_observed_parameters(tmp
     ctx.artifacts[parity.ARTIFACT] = {"params": {"model": "gpt-4o-2024-08-06", "temperature": 0.2}}
     blocked = parity.before_deploy(ctx)
     assert blocked.status is Status.FAIL and "prod declared vs running (model)" in blocked.summary
+
+
+def test_the_repro_lines_carry_the_commands_own_arguments(tmp_path: Path) -> None:
+    """A rerun that drops the environments asked for would judge a different pair."""
+    repro = parity.evaluate(_ev(tmp_path, prod_temperature=0.9), envs=["dev", "prod"]).repro
+    assert repro.local.startswith("flightcheck parity dev prod")
+    assert "dagger call parity" in repro.dagger and "--envs=dev,prod" in repro.dagger
+    plain = parity.evaluate(_ev(tmp_path)).repro
+    assert "--envs" not in plain.dagger

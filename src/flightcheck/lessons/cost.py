@@ -151,7 +151,9 @@ def evaluate(ev: Evidence, *, requests_per_hour: float | None = None) -> LessonR
     """The cost lesson over one run's evidence."""
     cfg = ev.config.cost
     rate = requests_per_hour or cfg.requests_per_hour
-    res = ev.result("cost", COMMAND, "cost")
+    asked = [f"{requests_per_hour:g}"] if requests_per_hour else []
+    res = ev.result("cost", [*COMMAND, *(["--requests-per-hour", *asked] if asked else [])], "cost",
+                    dagger_args=[f"--requests-per-hour={r}" for r in asked])
     smoke = ev.stage("ai-smoke")
     cases = smoke.details.get("cases") if smoke is not None else None
     if smoke is None or not isinstance(cases, list):

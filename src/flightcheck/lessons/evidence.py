@@ -60,9 +60,10 @@ class Evidence:
         return Repro(local=shlex.join(local), dagger=shlex.join(dagger))
 
     def result(self, name: LessonName, command: list[str], dagger_function: str,
-               status: Status = Status.PASS, summary: str = "") -> LessonResult:
+               status: Status = Status.PASS, summary: str = "",
+               dagger_args: Sequence[str] = ()) -> LessonResult:
         return LessonResult(name=name, status=status, summary=summary,
-                            repro=self.repro(command, dagger_function))
+                            repro=self.repro(command, dagger_function, dagger_args))
 
 
 def _short(path: Path) -> str:

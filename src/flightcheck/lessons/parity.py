@@ -135,7 +135,8 @@ def evaluate(ev: Evidence, *, envs: Sequence[str] = (), running: Mapping[str, ob
     (``deployed``: its AI parameters; default: what the run's deploy stage reported)."""
     cfg = ev.config
     names = list(cfg.parity.parameters)
-    res = ev.result("parity", [*COMMAND, *envs], "parity")
+    res = ev.result("parity", [*COMMAND, *envs], "parity",
+                    dagger_args=[f"--envs={','.join(envs)}"] if envs else [])
     declared = cfg.environments
     unknown = [e for e in envs if e not in declared]
     if unknown:

@@ -255,7 +255,7 @@ def evaluate(ev: Evidence, *, baseline: Path | None = None) -> LessonResult:
     """The quality lesson: the run's smoke metrics against the baseline file."""
     cfg = ev.config.quality
     res = ev.result("quality", COMMAND + (["--baseline", str(baseline)] if baseline else []),
-                    "quality")
+                    "quality", dagger_args=[f"--baseline={baseline}"] if baseline else [])
     path = baseline_path(ev, baseline)
     res.details["baseline"] = str(path)
     res.details["thresholds"] = {"warn_worse": cfg.warn_worse, "fail_worse": cfg.fail_worse}
