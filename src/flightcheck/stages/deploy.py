@@ -40,7 +40,7 @@ from flightcheck.cloudrun.rollout import (
 )
 from flightcheck.config import Config, parse_memory
 from flightcheck.context import Context
-from flightcheck.errors import FlightcheckError, StageError, UsageError
+from flightcheck.errors import ConfigError, FlightcheckError, StageError, UsageError
 from flightcheck.lessons import parity, quality
 from flightcheck.lessons.quality import QualityMetrics
 from flightcheck.lessons.rollback import Thresholds
@@ -75,6 +75,7 @@ async def prepare(ctx: Context) -> None:
     against Cloud Run's limits (a bad value stops the run at once, exit 2)."""
     await smoke.prepare_model(ctx)
     _validate_spec(ctx)
+    _refuse_private_cloud_run(ctx)
 
 
 def _validate_spec(ctx: Context) -> None:
@@ -83,6 +84,27 @@ def _validate_spec(ctx: Context) -> None:
                   secret_env={k: v for k, v in env.items() if k in ctx.secret_env
                               or k in ctx.service_env},
                   repro=f"flightcheck deploy --dry-run{_config_flag(ctx)}")
+
+
+def _refuse_private_cloud_run(ctx: Context) -> None:
+    """The rollout's own checks (tag-URL health-poll and ai-smoke, the canary traffic) call the
+    service directly without an identity token: on Google's Cloud Run a private service
+    answers them 403 and every deploy would end in a rollback for the wrong reason."""
+    d = ctx.config.deploy
+    if d.target != "cloudrun" or d.allow_unauthenticated or \
+            _options(ctx).api_endpoint or d.api_endpoint:
+        return
+    raise ConfigError(
+        f"{_where(ctx)}: [deploy].allow_unauthenticated = false with target = \"cloudrun\": "
+        "flightcheck cannot check a private Cloud Run service yet",
+        why="the rollout validates the candidate's tag URL and drives canary traffic through the "
+            "service URL itself, and does not send identity tokens yet: Cloud Run would answer "
+            "every check 403",
+        fix="set [deploy].allow_unauthenticated = true if the service is meant to be public; a "
+            "private service cannot be rolled out by flightcheck yet (`flightcheck deploy "
+            "--dry-run` still prints its spec)",
+        repro=f"flightcheck deploy --target cloudrun{_config_flag(ctx)}",
+    )
 
 
 # --- reaching a target ---------------------------------------------------------------------------
@@ -155,6 +177,7 @@ async def run(ctx: Context) -> StageResult:
     opts = _options(ctx)
     env, fake_port = revision_env(ctx)
     _validate_spec(ctx)  # prepare did already; a stage run on its own must not skip it
+    _refuse_private_cloud_run(ctx)
     target = spec.target_of(cfg)
     res.details.update(target=d.target, service=target.service, project=target.project,
                        region=target.region)
@@ -385,7 +408,8 @@ async def dry_run(ctx: Context, *, fmt: Literal["yaml", "json"]) -> tuple[str, s
     """(the Service document in ``fmt``, a diff against what is deployed): changes nothing —
     no build, no push, no emulator started."""
     cfg = ctx.config
-    await prepare(ctx)
+    await smoke.prepare_model(ctx)
+    _validate_spec(ctx)  # not the private-service refusal: printing a spec needs no checks
     env, fake_port = revision_env(ctx)
     target = spec.target_of(cfg)
     image = f"{images.repository_for(cfg)}@sha256:<digest of the image this deploy builds and pushes>"
