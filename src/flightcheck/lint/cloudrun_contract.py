@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from flightcheck.lint import dockerfile
+from flightcheck.lint.pyscan import dotted_name, keyword_arg
 from flightcheck.lint.target import Service
 from flightcheck.lint.textscan import Raw
 
@@ -189,8 +190,8 @@ class Contract:
                 continue
             if len(node.args) > 1 or any(k.arg is None for k in node.keywords):
                 continue  # host/port passed positionally or through **kwargs: unknown
-            host = _value(_kw(node, "host"), consts, host_default)
-            port = _value(_kw(node, "port"), consts, port_default)
+            host = _value(keyword_arg(node, "host"), consts, host_default)
+            port = _value(keyword_arg(node, "port"), consts, port_default)
             self._judge(host, port, True, rel, node.lineno, server)
             if isinstance(app_arg, ast.Name):
                 self._routes(rel, app_arg.id, tree)
@@ -310,7 +311,7 @@ class _Routes:
             if (isinstance(node, ast.Assign) and len(node.targets) == 1
                     and isinstance(node.targets[0], ast.Name) and node.targets[0].id == name
                     and isinstance(node.value, ast.Call)):
-                kw = _kw(node.value, "prefix") or _kw(node.value, "url_prefix")
+                kw = keyword_arg(node.value, "prefix") or keyword_arg(node.value, "url_prefix")
                 if kw is None:
                     return ""
                 return kw.value if isinstance(kw, ast.Constant) and isinstance(kw.value, str) else None
@@ -331,7 +332,7 @@ class _Routes:
             return None  # **settings: the URLs are not known
         urls: dict[str, list[str]] = {}
         for kw, default in _FASTAPI_BUILTIN:
-            expr = _kw(call, kw)
+            expr = keyword_arg(call, kw)
             values = [default] if expr is None else _url_values(expr)
             if values is None:
                 return None
@@ -345,7 +346,7 @@ class _Routes:
     def _include(self, call: ast.Call, prefix: str, depth: int) -> list[str] | None:
         if not call.args:
             return None
-        kw = _kw(call, "prefix") or _kw(call, "url_prefix")
+        kw = keyword_arg(call, "prefix") or keyword_arg(call, "url_prefix")
         extra = ""
         if kw is not None:
             if not (isinstance(kw, ast.Constant) and isinstance(kw.value, str)):
@@ -354,7 +355,7 @@ class _Routes:
         router = call.args[0]
         if isinstance(router, ast.Name) and router.id in self.vars:
             return self.collect(router.id, prefix + extra, depth - 1)
-        dotted = _dotted(router)
+        dotted = dotted_name(router)
         if dotted is None:
             return None
         head, _, rest = dotted.partition(".")
@@ -513,18 +514,8 @@ def _aliases(tree: ast.Module) -> dict[str, str]:
     return out
 
 
-def _dotted(expr: ast.expr) -> str | None:
-    parts: list[str] = []
-    while isinstance(expr, ast.Attribute):
-        parts.append(expr.attr)
-        expr = expr.value
-    if isinstance(expr, ast.Name):
-        return ".".join([expr.id, *reversed(parts)])
-    return None
-
-
 def _qual(expr: ast.expr, aliases: dict[str, str]) -> str | None:
-    dotted = _dotted(expr)
+    dotted = dotted_name(expr)
     if dotted is None:
         return None
     head, _, rest = dotted.partition(".")
@@ -573,13 +564,6 @@ def _value(expr: ast.expr | None, consts: dict[str, str], default: str) -> str |
     return None
 
 
-def _kw(call: ast.Call, name: str) -> ast.expr | None:
-    for k in call.keywords:
-        if k.arg == name:
-            return k.value
-    return None
-
-
 def _on(expr: ast.expr, name: str) -> bool:
     """``name.something`` or ``name.something(...)``."""
     func = expr.func if isinstance(expr, ast.Call) else expr
@@ -588,7 +572,7 @@ def _on(expr: ast.expr, name: str) -> bool:
 
 
 def _str_arg(call: ast.Call) -> str | None:
-    arg = call.args[0] if call.args else _kw(call, "path") or _kw(call, "rule")
+    arg = call.args[0] if call.args else keyword_arg(call, "path") or keyword_arg(call, "rule")
     if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
         return arg.value
     return None

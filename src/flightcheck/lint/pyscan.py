@@ -478,7 +478,8 @@ def _names(expr: ast.expr | None) -> list[str]:
     return ["?"]
 
 
-def _dotted(expr: ast.expr) -> str | None:
+def dotted_name(expr: ast.expr) -> str | None:
+    """``a.b.c`` for a Name/Attribute chain, None for anything else."""
     parts: list[str] = []
     while isinstance(expr, ast.Attribute):
         parts.append(expr.attr)
@@ -489,7 +490,7 @@ def _dotted(expr: ast.expr) -> str | None:
     return None
 
 
-def _kw(call: ast.Call, name: str) -> ast.expr | None:
+def keyword_arg(call: ast.Call, name: str) -> ast.expr | None:
     for k in call.keywords:
         if k.arg == name:
             return k.value
@@ -595,7 +596,7 @@ class _Visitor:
 
     def qual(self, expr: ast.expr) -> str | None:
         """The imported thing an expression names (``OpenAI`` → ``openai.OpenAI``), or None."""
-        dotted = _dotted(expr)
+        dotted = dotted_name(expr)
         if dotted is None:
             return None
         head, _, rest = dotted.partition(".")
@@ -651,7 +652,7 @@ class _Visitor:
 
     @staticmethod
     def _is_retry(dec: ast.expr) -> bool:
-        name = (_dotted(dec.func if isinstance(dec, ast.Call) else dec) or "").lower()
+        name = (dotted_name(dec.func if isinstance(dec, ast.Call) else dec) or "").lower()
         return "retry" in name or name.endswith("on_exception")
 
     def v_try(self, node: ast.Try | ast.TryStar, parent: ast.AST | None) -> None:
@@ -678,11 +679,11 @@ class _Visitor:
 
     def v_if(self, node: ast.If, parent: ast.AST | None) -> None:
         self.visit(node.test, node)
-        type_checking = (_dotted(node.test) or "").endswith("TYPE_CHECKING")
+        type_checking = (dotted_name(node.test) or "").endswith("TYPE_CHECKING")
         # Imports that depend on the platform or Python version: which branch runs in the
         # image is not known here, so neither branch's imports are judged.
         platform = not type_checking and any(
-            (_dotted(n) or "") in _PLATFORM_TESTS
+            (dotted_name(n) or "") in _PLATFORM_TESTS
             for n in ast.walk(node.test)
             if isinstance(n, ast.Attribute)
         )
@@ -752,7 +753,7 @@ class _Visitor:
                 name = self._target_name(target)
                 if name is not None:
                     self._named_value(name, value)
-                key = _dotted(target)
+                key = dotted_name(target)
                 if key is not None and isinstance(value, ast.Call):
                     self._bind(key, value)
         if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
@@ -775,7 +776,7 @@ class _Visitor:
         text = _str(value)
         if text is None and isinstance(value, ast.Call):
             # pydantic Field("default"), SecretStr("..."), os.getenv("X", "default")
-            default = _kw(value, "default")
+            default = keyword_arg(value, "default")
             cands = [t for t in (_str(a) for a in value.args[:2]) if t is not None]
             text = _str(default) if default is not None else (cands[-1] if cands else None)
         if text is None:
@@ -804,7 +805,7 @@ class _Visitor:
         for item in node.items:
             self.visit(item.context_expr, node)
             if item.optional_vars is not None:
-                key = _dotted(item.optional_vars)
+                key = dotted_name(item.optional_vars)
                 if key is not None and isinstance(item.context_expr, ast.Call):
                     self._bind(key, item.context_expr)
                 self.visit(item.optional_vars, node)
@@ -865,7 +866,7 @@ class _Visitor:
         if "aio" in chain or chain[-1].endswith(("_async", "acreate")):
             return None
         if self._kind(self._receiver(base, head)) in _BLOCKING_KINDS:
-            return _dotted(func) or ".".join(chain)
+            return dotted_name(func) or ".".join(chain)
         return None
 
     def _known_call(self, node: ast.Call, q: str, parent: ast.AST | None) -> None:
@@ -875,11 +876,11 @@ class _Visitor:
                      "APIRemovedInV1 when called", subject="openai")
             return
         if q in _LLM_SYNC or q in _LLM_ASYNC:
-            timeout = _kw(node, "timeout")
+            timeout = keyword_arg(node, "timeout")
             if (timeout is None and not _splat(node)) or _is_none(timeout):
                 self.llm_ctors.append((node, q))
         elif q in _GENAI_CLIENT:
-            if not _splat(node) and not self._genai_timeout(_kw(node, "http_options")):
+            if not _splat(node) and not self._genai_timeout(keyword_arg(node, "http_options")):
                 self.llm_ctors.append((node, "google.genai.Client"))
         elif q in _HTTPX_FUNCS:
             if not _has_kw(node, "timeout") and not _splat(node):
@@ -929,7 +930,7 @@ class _Visitor:
                 mode = "sync-if-genai"  # google's async API lives under .aio / *_async
             else:
                 mode = ""
-            self._record_call(node, _dotted(func) or ".".join(chain[-3:]), parent,
+            self._record_call(node, dotted_name(func) or ".".join(chain[-3:]), parent,
                               receiver=self._receiver(base, head), mode=mode)
         elif chain[-1] in _HTTP_METHODS and q is None:
             receiver = self._receiver(base, list(chain[:-1]))
@@ -1025,7 +1026,7 @@ class _Visitor:
             for node, q in self.llm_ctors:
                 if q == "google.genai.Client":
                     self.add("FC501", node, "genai.Client() without an http_options timeout")
-                elif _is_none(_kw(node, "timeout")):
+                elif _is_none(keyword_arg(node, "timeout")):
                     self.add("FC501", node, f"{q.rpartition('.')[2]}(timeout=None) disables the "
                              "timeout")
                 elif not per_call:
