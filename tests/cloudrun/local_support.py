@@ -17,7 +17,9 @@ from google.auth.credentials import AnonymousCredentials
 from google.cloud import run_v2
 from mathcoach_support import REPO
 
-from flightcheck.cloudrun import local
+from flightcheck.cloudrun import images, local, spec
+from flightcheck.cloudrun.client import Connection, RunV2
+from flightcheck.config import load
 
 PARENT = "projects/fc-test/locations/europe-west1"
 FAKE_MODEL_PORT = 8929
@@ -31,6 +33,31 @@ def push_mathcoach(repository: str = "fctest-local/mathcoach") -> str:
     runtime = DockerRuntime(name="mathcoach")
     image = anyio.run(runtime.build, REPO, "Dockerfile")
     return push(runtime.client, image.ref, repository)
+
+
+@contextlib.contextmanager
+def rollout_api(state: Path, service: str) -> Iterator[RunV2]:
+    """The local Cloud Run (state in ``state``) through flightcheck's own client, aimed at
+    ``service``; stopped afterwards, leaving no container."""
+    endpoint = local.ensure_running(state, runtime="docker")
+    region = load(None, environ={}).config.deploy.region
+    try:
+        yield RunV2(spec.Target("local", region, service), Connection(endpoint, anonymous=True))
+    finally:
+        local.stop(state)
+        assert local.containers(state) == []
+
+
+def push_with_flightcheck(repository: str, tag: str) -> str:
+    """The reference image built by the docker runtime and pushed by flightcheck's own
+    ``images.push`` (what the deploy stage does); its ``REGISTRY/REPO@sha256:…``."""
+    from flightcheck.runtimes.docker import DockerRuntime
+
+    runtime = DockerRuntime(name="mathcoach")
+    built = anyio.run(runtime.build, REPO, "Dockerfile")
+    pushed = anyio.run(lambda: images.push(runtime.client, built.ref,
+                                           f"{images.local_registry()}/{repository}", tag=tag))
+    return pushed.ref
 
 
 def push(client: Any, image_ref: str, repository: str, tag: str = "test") -> str:

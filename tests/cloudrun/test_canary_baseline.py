@@ -15,10 +15,11 @@ from pathlib import Path
 import anyio
 import httpx
 import pytest
+from local_support import push_with_flightcheck, rollout_api
 
-from flightcheck.cloudrun import images, local, spec
+from flightcheck.cloudrun import spec
 from flightcheck.cloudrun.analysis import Analysis, canary_cases
-from flightcheck.cloudrun.client import Connection, RunV2
+from flightcheck.cloudrun.client import RunV2
 from flightcheck.cloudrun.rollout import Outcome, Rollout, Settings, Validation
 from flightcheck.config import load
 from flightcheck.lessons.quality import QualityMetrics, load_baseline
@@ -35,26 +36,13 @@ pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 @pytest.fixture(scope="module")
 def api(tmp_path_factory: pytest.TempPathFactory, docker_client: object) -> Iterator[RunV2]:
-    state = tmp_path_factory.mktemp("emulator")
-    endpoint = local.ensure_running(state, runtime="docker")
-    config = load(None, environ={}).config
-    try:
-        yield RunV2(spec.Target("local", config.deploy.region, SERVICE),
-                    Connection(endpoint, anonymous=True))
-    finally:
-        local.stop(state)
-        assert local.containers(state) == []
+    with rollout_api(tmp_path_factory.mktemp("emulator"), SERVICE) as api:
+        yield api
 
 
 @pytest.fixture(scope="module")
 def image(api: RunV2) -> str:
-    from flightcheck.runtimes.docker import DockerRuntime
-
-    runtime = DockerRuntime(name="mathcoach")
-    built = anyio.run(runtime.build, REPO, "Dockerfile")
-    pushed = anyio.run(lambda: images.push(runtime.client, built.ref,
-                                           f"{images.local_registry()}/{SERVICE}", tag="q"))
-    return pushed.ref
+    return push_with_flightcheck(SERVICE, tag="q")
 
 
 @pytest.fixture(scope="module")
