@@ -82,6 +82,16 @@ def _page(items: list[Any], req: Request) -> tuple[list[Any], str]:
     return chunk, str(start + size) if start + size < len(items) else ""
 
 
+def _listed(key: str, items: list[Any], req: Request, convert: Callable[[Any], Any]
+            ) -> tuple[int, Any]:
+    """A run_v2 list answer: one page of ``key``, and the next page's token while one follows."""
+    page, token = _page(items, req)
+    out: dict[str, Any] = {key: [convert(x) for x in page]}
+    if token:
+        out["nextPageToken"] = token
+    return 200, out
+
+
 class Api:
     """Routes requests to the emulator; answers Google-shaped JSON and errors."""
 
@@ -218,11 +228,7 @@ class Api:
     async def list_services(self, req: Request, m: re.Match[str], ints: bool) -> tuple[int, Any]:
         items = sorted((s for s in self.emu.services.values()
                         if s.name.startswith(m["parent"] + "/")), key=lambda s: s.name)
-        page, token = _page(items, req)
-        out: dict[str, Any] = {"services": [to_dict(s.svc, ints=ints) for s in page]}
-        if token:
-            out["nextPageToken"] = token
-        return 200, out
+        return _listed("services", items, req, lambda s: to_dict(s.svc, ints=ints))
 
     async def get_service(self, req: Request, m: re.Match[str], ints: bool) -> tuple[int, Any]:
         name = f"{m['parent']}/services/{m['service']}"
@@ -263,11 +269,8 @@ class Api:
 
     async def list_revisions(self, req: Request, m: re.Match[str], ints: bool) -> tuple[int, Any]:
         parent = f"{m['parent']}/services/{m['service']}"
-        page, token = _page(self.emu.revisions_of(parent), req)
-        out: dict[str, Any] = {"revisions": [to_dict(r.rev, ints=ints) for r in page]}
-        if token:
-            out["nextPageToken"] = token
-        return 200, out
+        return _listed("revisions", self.emu.revisions_of(parent), req,
+                       lambda r: to_dict(r.rev, ints=ints))
 
     async def get_revision(self, req: Request, m: re.Match[str], ints: bool) -> tuple[int, Any]:
         name = f"{m['parent']}/services/{m['service']}/revisions/{m['revision']}"
@@ -285,12 +288,8 @@ class Api:
                               ) -> tuple[int, Any]:
         ops = [o for name, o in sorted(self.emu.operations.items())
                if name.startswith(m["parent"] + "/")]
-        page, token = _page(ops, req)
-        out: dict[str, Any] = {"operations": [
-            json_format.MessageToDict(o.op, use_integers_for_enums=ints) for o in page]}
-        if token:
-            out["nextPageToken"] = token
-        return 200, out
+        return _listed("operations", ops, req,
+                       lambda o: json_format.MessageToDict(o.op, use_integers_for_enums=ints))
 
     async def get_operation(self, req: Request, m: re.Match[str], ints: bool) -> tuple[int, Any]:
         return self._op(self.emu.operation(f"{m['parent']}/operations/{m['op']}"), ints)
