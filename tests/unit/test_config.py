@@ -5,22 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from config_support import config_error, write_config
 
 from flightcheck.config import format_memory, load, parse_memory
 from flightcheck.errors import ConfigError
-
-
-def _write(tmp_path: Path, text: str) -> Path:
-    p = tmp_path / "flightcheck.toml"
-    p.write_text(text)
-    return p
-
-
-def _error(tmp_path: Path, text: str, **kw: object) -> str:
-    with pytest.raises(ConfigError) as info:
-        load(_write(tmp_path, text), environ={}, **kw)  # type: ignore[arg-type]
-    assert info.value.exit_code == 2
-    return info.value.render()
 
 
 @pytest.mark.parametrize(
@@ -62,7 +50,7 @@ def test_embedded_reference_is_the_repo_file() -> None:
 
 
 def test_a_file_gets_generic_defaults_not_the_reference(tmp_path: Path) -> None:
-    loaded = load(_write(tmp_path, '[service]\nname = "quotebot"\n'), environ={})
+    loaded = load(write_config(tmp_path, '[service]\nname = "quotebot"\n'), environ={})
     cfg = loaded.config
     assert cfg.service.command == [] and cfg.service.import_check == []
     assert cfg.environments == {} and cfg.health.ai_path is None
@@ -71,7 +59,7 @@ def test_a_file_gets_generic_defaults_not_the_reference(tmp_path: Path) -> None:
 
 def test_probe_table_setting_only_the_path_keeps_the_other_defaults(tmp_path: Path) -> None:
     loaded = load(
-        _write(tmp_path, '[health.startup]\npath = "/ready"\n[health.liveness]\npath = "/healthz"\n'),
+        write_config(tmp_path, '[health.startup]\npath = "/ready"\n[health.liveness]\npath = "/healthz"\n'),
         environ={},
     )
     h = loaded.config.health
@@ -80,7 +68,7 @@ def test_probe_table_setting_only_the_path_keeps_the_other_defaults(tmp_path: Pa
 
 
 def test_ai_path_can_be_switched_off(tmp_path: Path) -> None:
-    loaded = load(_write(tmp_path, '[health]\nai_path = ""\n'), environ={})
+    loaded = load(write_config(tmp_path, '[health]\nai_path = ""\n'), environ={})
     assert loaded.config.health.ai_path is None
 
 
@@ -90,66 +78,66 @@ def test_repo_file_is_valid() -> None:
 
 
 def test_memory_4gb_is_rejected_with_a_fix(tmp_path: Path) -> None:
-    msg = _error(tmp_path, '[run]\nmemory_limit = "4GB"\n')
+    msg = config_error(tmp_path, '[run]\nmemory_limit = "4GB"\n')
     assert "run.memory_limit" in msg
     assert "flightcheck.toml" in msg
     assert "did you mean 4Gi" in msg
 
 
 def test_unknown_key_suggests_the_near_one(tmp_path: Path) -> None:
-    msg = _error(tmp_path, "[run]\nmemory_limt = \"1Gi\"\n")
+    msg = config_error(tmp_path, "[run]\nmemory_limt = \"1Gi\"\n")
     assert "run.memory_limt" in msg
     assert "did you mean 'memory_limit'" in msg
 
 
 def test_unknown_section(tmp_path: Path) -> None:
-    msg = _error(tmp_path, "[helth]\n")
+    msg = config_error(tmp_path, "[helth]\n")
     assert "helth" in msg and "health" in msg
 
 
 def test_negative_timeout(tmp_path: Path) -> None:
-    msg = _error(tmp_path, "[health.startup]\npath = \"/h\"\ntimeout_s = -1\n")
+    msg = config_error(tmp_path, "[health.startup]\npath = \"/h\"\ntimeout_s = -1\n")
     assert "health.startup.timeout_s" in msg
     assert "greater than or equal to 1" in msg
 
 
 def test_probe_timeout_longer_than_period(tmp_path: Path) -> None:
-    msg = _error(tmp_path, "[health.liveness]\npath = \"/h\"\nperiod_s = 2\ntimeout_s = 5\n")
+    msg = config_error(tmp_path, "[health.liveness]\npath = \"/h\"\nperiod_s = 2\ntimeout_s = 5\n")
     assert "must not exceed period_s" in msg
 
 
 def test_probe_path_must_be_absolute(tmp_path: Path) -> None:
-    assert "must start with '/'" in _error(tmp_path, '[health.startup]\npath = "health"\n')
+    assert "must start with '/'" in config_error(tmp_path, '[health.startup]\npath = "health"\n')
 
 
 def test_wrong_type(tmp_path: Path) -> None:
-    msg = _error(tmp_path, '[service]\nport = "eighty"\n')
+    msg = config_error(tmp_path, '[service]\nport = "eighty"\n')
     assert "service.port" in msg and "valid integer" in msg
 
 
 def test_bad_service_name(tmp_path: Path) -> None:
-    assert "not a valid Cloud Run service name" in _error(tmp_path, '[service]\nname = "Math_Coach"\n')
+    assert "not a valid Cloud Run service name" in config_error(tmp_path, '[service]\nname = "Math_Coach"\n')
 
 
 def test_cloud_run_memory_cpu_rule(tmp_path: Path) -> None:
-    msg = _error(tmp_path, '[deploy]\nmemory = "8Gi"\ncpu = "1"\n')
+    msg = config_error(tmp_path, '[deploy]\nmemory = "8Gi"\ncpu = "1"\n')
     assert "needs more than cpu 1" in msg
 
 
 def test_invalid_cpu(tmp_path: Path) -> None:
-    assert "not a Cloud Run size" in _error(tmp_path, '[deploy]\ncpu = "3"\n')
+    assert "not a Cloud Run size" in config_error(tmp_path, '[deploy]\ncpu = "3"\n')
 
 
 def test_cloudrun_target_needs_project(tmp_path: Path) -> None:
-    assert "deploy.project" in _error(tmp_path, '[deploy]\ntarget = "cloudrun"\n')
+    assert "deploy.project" in config_error(tmp_path, '[deploy]\ntarget = "cloudrun"\n')
 
 
 def test_canary_steps_must_end_at_100(tmp_path: Path) -> None:
-    assert "ending at 100" in _error(tmp_path, "[deploy.canary]\nsteps = [10, 50]\n")
+    assert "ending at 100" in config_error(tmp_path, "[deploy.canary]\nsteps = [10, 50]\n")
 
 
 def test_invalid_toml_names_the_file(tmp_path: Path) -> None:
-    msg = _error(tmp_path, "[run\n")
+    msg = config_error(tmp_path, "[run\n")
     assert "is not valid TOML" in msg
 
 
@@ -161,7 +149,7 @@ def test_missing_file(tmp_path: Path) -> None:
 
 
 def test_sources_default_file_env_cli(tmp_path: Path) -> None:
-    path = _write(tmp_path, '[run]\nmemory_limit = "2Gi"\n[service]\nport = 9000\n')
+    path = write_config(tmp_path, '[run]\nmemory_limit = "2Gi"\n[service]\nport = 9000\n')
     loaded = load(
         path,
         environ={"FLIGHTCHECK__SERVICE__PORT": "9100", "UNRELATED": "x"},
@@ -176,7 +164,7 @@ def test_sources_default_file_env_cli(tmp_path: Path) -> None:
 
 
 def test_env_override_error_names_the_variable(tmp_path: Path) -> None:
-    path = _write(tmp_path, "")
+    path = write_config(tmp_path, "")
     with pytest.raises(ConfigError) as info:
         load(path, environ={"FLIGHTCHECK__RUN__MEMORY_LIMIT": "lots"})
     assert "env:FLIGHTCHECK__RUN__MEMORY_LIMIT" in info.value.render()
@@ -184,7 +172,7 @@ def test_env_override_error_names_the_variable(tmp_path: Path) -> None:
 
 def test_paths_resolve_against_the_file(tmp_path: Path) -> None:
     (tmp_path / "svc").mkdir()
-    loaded = load(_write(tmp_path, '[service]\nsource = "svc"\n'), environ={})
+    loaded = load(write_config(tmp_path, '[service]\nsource = "svc"\n'), environ={})
     assert loaded.config.source_dir == (tmp_path / "svc").resolve()
     assert loaded.config.resolve(Path("smoke.yaml")) == (tmp_path / "svc" / "smoke.yaml").resolve()
 
@@ -198,6 +186,6 @@ def test_ai_params_env() -> None:
 
 
 def test_errors_never_echo_a_secret_value(tmp_path: Path) -> None:
-    msg = _error(tmp_path, '[deploy]\nopenai_api_key = "sk-proj-abcdefghijklmnop1234"\n')
+    msg = config_error(tmp_path, '[deploy]\nopenai_api_key = "sk-proj-abcdefghijklmnop1234"\n')
     assert "deploy.openai_api_key = ***" in msg
     assert "sk-proj" not in msg
