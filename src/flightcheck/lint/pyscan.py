@@ -490,6 +490,24 @@ def dotted_name(expr: ast.expr) -> str | None:
     return None
 
 
+def _attr_chain(expr: ast.expr) -> tuple[tuple[str, ...], ast.expr]:
+    """``a.b.c`` → (("b", "c"), the expression ``a``): the attribute names and what they hang on."""
+    attrs: list[str] = []
+    while isinstance(expr, ast.Attribute):
+        attrs.append(expr.attr)
+        expr = expr.value
+    return tuple(reversed(attrs)), expr
+
+
+def _client_path(chain: tuple[str, ...], sfx: tuple[str, ...]) -> list[str]:
+    """The attributes before an LLM API suffix, without the API's own words (``chat``,
+    ``completions``...): what leads to the client object."""
+    head = list(chain[: len(chain) - len(sfx)])
+    while head and head[-1] in _API_WORDS:
+        head.pop()
+    return head
+
+
 def keyword_arg(call: ast.Call, name: str) -> ast.expr | None:
     for k in call.keywords:
         if k.arg == name:
@@ -848,17 +866,10 @@ class _Visitor:
         func = node.func
         if not isinstance(func, ast.Attribute):
             return None
-        attrs: list[str] = []
-        base: ast.expr = func
-        while isinstance(base, ast.Attribute):
-            attrs.append(base.attr)
-            base = base.value
-        chain = tuple(reversed(attrs))
+        chain, base = _attr_chain(func)
         sfx = _suffix(chain)
         if sfx is not None:  # an LLM API call: client.chat.completions.create → client
-            head = list(chain[: len(chain) - len(sfx)])
-            while head and head[-1] in _API_WORDS:
-                head.pop()
+            head = _client_path(chain, sfx)
         elif chain[-1] in _HTTP_METHODS:  # session.get, client.post
             head = list(chain[:-1])
         else:
@@ -913,17 +924,10 @@ class _Visitor:
 
     def _method_call(self, node: ast.Call, func: ast.Attribute, parent: ast.AST | None,
                      q: str | None) -> None:
-        attrs: list[str] = []
-        base: ast.expr = func
-        while isinstance(base, ast.Attribute):
-            attrs.append(base.attr)
-            base = base.value
-        chain = tuple(reversed(attrs))
+        chain, base = _attr_chain(func)
         sfx = _suffix(chain)
         if sfx is not None:
-            head = list(chain[: len(chain) - len(sfx)])
-            while head and head[-1] in _API_WORDS:
-                head.pop()
+            head = _client_path(chain, sfx)
             if "aio" in chain or chain[-1].endswith(("_async", "acreate")):
                 mode = "async"
             elif chain[-1] in _GENAI_METHODS:
