@@ -24,7 +24,7 @@ from pathlib import Path
 from flightcheck.lint.pyscan import FileResult
 from flightcheck.lint.textscan import Raw
 
-_FORMAT = 1
+_FORMAT = 2  # 2: FileResult.compiled
 
 
 def cache_dir() -> Path:

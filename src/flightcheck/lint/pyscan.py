@@ -42,12 +42,16 @@ class Settings:
     declared: frozenset[str]  # import names provided by declared distributions (dotted ok)
     floating: frozenset[str]
     namespaces: frozenset[str] = frozenset()  # strict prefixes of declared dotted names
+    # False when ruff's parser reads every file and names the ones CPython's compiler must
+    # judge (see compile_gate): the compiler then runs only on those and on the gated ones.
+    compile_all: bool = True
 
     @classmethod
     def build(cls, *, enabled: frozenset[str], stdlib: frozenset[str], local: frozenset[str],
-              declared: frozenset[str], floating: frozenset[str]) -> Settings:
+              declared: frozenset[str], floating: frozenset[str],
+              compile_all: bool = True) -> Settings:
         spaces = {d.rsplit(".", i)[0] for d in declared for i in range(1, d.count(".") + 1)}
-        return cls(enabled, stdlib, local, declared, floating, frozenset(spaces))
+        return cls(enabled, stdlib, local, declared, floating, frozenset(spaces), compile_all)
 
     def fingerprint(self) -> tuple[tuple[str, ...], ...]:
         """The settings in a stable order (a frozenset's order changes between processes)."""
@@ -86,6 +90,7 @@ class FileResult:
     # with nothing to check (binary data under a config-file name).
     unchecked: bool = True
     parsed: bool = False  # whether the AST path ran (for the benchmark's curiosity)
+    compiled: bool = False  # whether CPython's compiler (or its parser) judged the file
     # Cross-module facts for FC404: module-level LLM clients defined here (name → kind), and
     # calls in async code on clients defined elsewhere (subject: the client's dotted name).
     exports: dict[str, str] = field(default_factory=dict)
@@ -289,25 +294,35 @@ class Scanner:
         )
         need_ast = need_imports or need_exprs
 
+        judge = self.s.compile_all or compile_gate(text)
+        if not need_ast:
+            if judge:
+                res.compiled = True
+                raw = compile_check(rel, text)
+                if raw is not None:
+                    res.raws.append(raw)
+            return res
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # SyntaxWarnings are not our findings
             try:
-                if not need_ast:
-                    compile(text, rel, "exec", dont_inherit=True)
-                    return res
                 tree = ast.parse(text, rel)
                 res.parsed = True
-                try:
-                    compile(tree, rel, "exec", dont_inherit=True)
-                except SyntaxError as exc:
-                    res.raws.append(_syntax(exc))
+                if judge:
+                    res.compiled = True
+                    try:
+                        compile(tree, rel, "exec", dont_inherit=True)
+                    except SyntaxError as exc:
+                        res.raws.append(_syntax(exc))
             except SyntaxError as exc:
+                res.compiled = True
                 res.raws.append(_syntax(exc))
                 return res
             except ValueError as exc:  # null bytes on some versions; decoding caught the rest
+                res.compiled = True
                 res.raws.append(Raw("FC101", 1, 1, f"SyntaxError: {exc}"))
                 return res
             except (MemoryError, RecursionError) as exc:
+                res.compiled = True
                 res.raws.append(_too_deep(exc, text))
                 return res
         try:
@@ -344,6 +359,86 @@ def function_facts(settings: Settings, rel: str, text: str) -> dict[str, Functio
         return {}
     return {q: (f.is_async, f.blocking, f.calls) for q, f in visitor.functions.items()
             if f.calls or f.blocking}
+
+
+def compile_check(rel: str, text: str) -> Raw | None:
+    """CPython's compiler on one file: FC101 for what it rejects (parser, symbol table, code
+    generation), None when the file compiles."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # SyntaxWarnings are not our findings
+        try:
+            compile(text, rel, "exec", dont_inherit=True)
+        except SyntaxError as exc:
+            return _syntax(exc)
+        except ValueError as exc:  # null bytes on some versions; decoding caught the rest
+            return Raw("FC101", 1, 1, f"SyntaxError: {exc}")
+        except (MemoryError, RecursionError) as exc:
+            return _too_deep(exc, text)
+    return None
+
+
+# What CPython's compiler rejects and ruff (with the engine's RUFF_COMPILE_CODES) does not
+# flag, found by running both over CPython's own corpus of invalid code
+# (tests/lint/test_compile_selection.py): an annotated or late ``nonlocal``, ``__debug__`` as a
+# keyword, a bare ``*x`` statement (a docstring's bullets look the same: compiled too), ``{*x}``
+# in an f-string, ``return x`` in an async generator, tabs mixed into
+# indentation, format specs nested three deep, 20 nested blocks. A file with one of these goes to the compiler whatever ruff says; a pattern
+# here only widens what is compiled, never narrows it.
+_NONLOCAL = re.compile(r"(?:^|[;:])[ \t]*nonlocal\b", re.MULTILINE)
+_DEBUG_KEYWORD = re.compile(r"__debug__[ \t]*=(?!=)")
+_FSTRING_STAR = re.compile(r"[fF][rR]?(?:'|\")[^\n]*?\{\*|[fF][rR]?(?:'\'\'|\"\"\")")
+_BARE_STAR = (re.compile(r"\n[ \t]*\*(?![*=])"), re.compile(r"[;:][ \t]*\*(?![*=])"))
+_TAB_INDENT = re.compile(r"^ *\t", re.MULTILINE)
+_DEEP_SPEC = re.compile(r"\{[^{}\n]*:\{[^{}\n]*:\{")
+_ASYNC_DEF = re.compile(r"async[ \t]+def\b")
+_VALUE_START = frozenset(" \t([{'\"")  # what may follow ``return`` before its value
+_DEEP_BLOCK = re.compile(r"\n[ \t]{19,}(?:async[ \t]+)?(?:for|while|try|with)\b")
+_BLOCK = re.compile(r"\n([ \t]*)(?:async[ \t]+)?(?:for|while|try|with)\b")
+_MAX_BLOCKS = 20  # CPython's CO_MAXBLOCKS: loops, try and with statements nested in one scope
+
+
+def compile_gate(text: str) -> bool:
+    """Whether ``text`` goes to CPython's compiler even when ruff flagged nothing.
+    Substring tests first: this runs on every file."""
+    if "nonlocal" in text and _NONLOCAL.search(text) is not None:
+        return True
+    if "__debug__" in text and _DEBUG_KEYWORD.search(text) is not None:
+        return True
+    if text.lstrip().startswith("*") or any(p.search(text) is not None for p in _BARE_STAR):
+        return True
+    if "{*" in text and _FSTRING_STAR.search(text) is not None:
+        return True
+    if "\t" in text and _TAB_INDENT.search(text) is not None:
+        return True
+    if ":{" in text and _DEEP_SPEC.search(text) is not None:
+        return True
+    if "yield" in text and "async" in text and _async_generator_returns(text):
+        return True
+    # 20 nested blocks sit at 20 distinct indentations, the deepest at column 19 or more
+    return (_DEEP_BLOCK.search(text) is not None
+            and len(set(_BLOCK.findall(text))) >= _MAX_BLOCKS - 1)  # the first may open line 1
+
+
+def _async_generator_returns(text: str) -> bool:
+    """An ``async def`` with both ``yield`` and ``return <value>`` before the next definition
+    at its level or above (nested ones count too: this may only say yes too often)."""
+    lines = text.splitlines()
+    for i, line in enumerate(lines):
+        head = line.lstrip()
+        if not head.startswith("async") or not _ASYNC_DEF.match(head):
+            continue
+        indent = len(line) - len(head)
+        yields = returns = False
+        for body in lines[i + 1:]:
+            stmt = body.lstrip()
+            if len(body) - len(stmt) <= indent and stmt.startswith(("def ", "class ", "async ")):
+                break
+            yields = yields or "yield" in stmt
+            returns = returns or (stmt.startswith("return") and stmt[6:7] in _VALUE_START
+                                  and stmt[6:].strip() != "")
+            if yields and returns:
+                return True
+    return False
 
 
 def _syntax(exc: SyntaxError) -> Raw:

@@ -18,6 +18,7 @@ from flightcheck.lint import dockerfile
 # python:3.11-slim, docker.io/library/python:3.12.4-bookworm, ghcr.io/x/python:3.10
 _PYTHON_IMAGE = re.compile(r"(?:^|/)python:(\d+)\.(\d+)(?:[.\-@]|$)")
 HOST: tuple[int, int] = (sys.version_info.major, sys.version_info.minor)
+HOST_RUFF = f"py{HOST[0]}{HOST[1]}"  # this Python as ruff's --target-version
 _KNOWN = [(3, minor) for minor in range(7, 16)]  # what ruff's --target-version accepts
 
 

@@ -50,7 +50,7 @@ def run(task: Task) -> FileResult:
         rejected = undecodable_python(data)
         if rejected is not None:
             # CPython refuses these files outright: the service dies on import.
-            return FileResult(task.rel, raws=[rejected], lines=data.count(b"\n"))
+            return FileResult(task.rel, raws=[rejected], lines=data.count(b"\n"), compiled=True)
     if b"\0" in data:
         return FileResult(task.rel, skipped="binary (contains NUL bytes)", unchecked=False)
     text = decode(data)
