@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from lint_support import keys, lint, write
+from lint_support import hits, keys, lint, write
 
 from flightcheck.config import LintConfig
 from flightcheck.lint import lint_paths
@@ -134,3 +134,80 @@ def test_the_cache_serves_another_process(tmp_path: Path) -> None:
     outs = [subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True,
                            text=True, check=True).stdout.strip() for _ in range(2)]
     assert outs[0] == "cold" and outs[1] == "5 of 5 files"
+
+
+# --- reading less on a warm run: stat records and FC406's facts --------------------------------
+
+
+def _count_calls(monkeypatch: pytest.MonkeyPatch, module: object, name: str) -> list[object]:
+    calls: list[object] = []
+    real = getattr(module, name)
+
+    def counting(*args: object, **kw: object) -> object:
+        calls.append(args[0] if args else None)
+        return real(*args, **kw)
+
+    monkeypatch.setattr(module, name, counting)
+    return calls
+
+
+def test_files_whose_stat_is_unchanged_are_not_read_again(tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from flightcheck.lint import engine
+
+    monkeypatch.setattr(engine, "_RACY_NS", 0)  # every file counts as modified long ago
+    write(tmp_path, FILES)
+    cold = lint(tmp_path)
+    hashed = _count_calls(monkeypatch, engine, "digest")
+    facts = _count_calls(monkeypatch, engine, "function_facts")
+    warm = lint(tmp_path)
+    assert hashed == [] and facts == []  # no file read, no module parsed for FC406
+    assert _found(warm) == _found(cold)
+    assert any(c == "FC406" for _, _, c, _ in _found(warm))
+
+
+def test_a_rewrite_that_keeps_size_and_mtime_is_still_seen(tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    from flightcheck.lint import engine
+
+    monkeypatch.setattr(engine, "_RACY_NS", 0)
+    write(tmp_path, FILES)
+    agent = tmp_path / "app" / "agent.py"
+    n = lint(tmp_path).files
+    before = agent.stat()
+    text = agent.read_text()
+    changed = text.replace("user_id, message, metadata", "user_id, message, metadat_")
+    assert len(changed) == len(text)
+    agent.write_text(changed)
+    import os
+
+    os.utime(agent, ns=(before.st_atime_ns, before.st_mtime_ns))  # a tool that keeps mtimes
+    assert agent.stat().st_mtime_ns == before.st_mtime_ns
+    report = lint(tmp_path)  # the ctime moved: read, hashed, checked again
+    assert report.tools["cache"] == f"{n - 1} of {n} files"
+
+
+def test_files_modified_just_before_a_run_are_read_on_the_next(tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stat taken in the same clock tick as a write cannot tell the write apart: files this
+    young get no stat record, so the next run reads them (and records them then)."""
+    from flightcheck.lint import engine
+
+    write(tmp_path, FILES)
+    n = lint(tmp_path).files
+    hashed = _count_calls(monkeypatch, engine, "digest")
+    warm = lint(tmp_path)
+    assert len(hashed) == n and warm.tools["cache"] == f"{n} of {n} files"
+
+
+def test_fc406_follows_a_changed_callee_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from flightcheck.lint import engine
+
+    monkeypatch.setattr(engine, "_RACY_NS", 0)
+    files = {"requirements.txt": "requests==2.32.3\n", "app/__init__.py": "",
+             "app/net.py": "import requests\n\ndef get(u):\n    return requests.get(u, timeout=5)\n",
+             "app/main.py": "from app.net import get\n\nasync def handle(u):\n    return get(u)\n"}
+    write(tmp_path, files)
+    assert {(f, line) for f, line, _ in hits(lint(tmp_path), "FC406")} == {("app/main.py", 4)}
+    (tmp_path / "app" / "net.py").write_text("async def get(u):\n    return u\n")
+    assert hits(lint(tmp_path), "FC406") == set()  # the remembered facts were for the old text

@@ -7,8 +7,11 @@ whole file is keyed by what can change a file's findings besides its content —
 version, the enabled rules, the project's modules and declared dependencies, the target Python,
 the tools' identities — so a change there starts afresh. Per file: the worker's result and
 ruff's findings. The type gate's findings are kept for one set of file hashes (ty checks the
-program as a whole). Entries of files no longer present are dropped on write; a corrupt or
-foreign cache is ignored. ``[lint].cache = false``, ``--no-cache`` or
+program as a whole), and FC406's facts of the modules it read on demand. A file whose size,
+mtime, ctime and inode are those recorded with its hash is not read again (as git's index does); the
+record is kept only for files last modified well before the run that read them, so a change in
+the same clock tick as that read is still seen. Entries of files no longer present are dropped
+on write; a corrupt or foreign cache is ignored. ``[lint].cache = false``, ``--no-cache`` or
 ``FLIGHTCHECK_NO_CACHE=1`` turn it off.
 """
 
@@ -21,10 +24,10 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from flightcheck.lint.pyscan import FileResult
+from flightcheck.lint.pyscan import FileResult, FunctionFacts
 from flightcheck.lint.textscan import Raw
 
-_FORMAT = 2  # 2: FileResult.compiled
+_FORMAT = 3  # 2: FileResult.compiled; 3: stat records, FC406 facts
 
 
 def cache_dir() -> Path:
@@ -53,6 +56,11 @@ class Entry:
     result: FileResult
     ruff: list[Raw] | None = None  # None: ruff did not look at this file
     ruff_parse_error: bool = False
+    stat: tuple[int, int, int, int] | None = None  # (size, mtime, ctime, inode) at hashing
+
+
+Stat = tuple[int, int, int, int]
+Facts = dict[str, FunctionFacts]
 
 
 @dataclass
@@ -62,6 +70,7 @@ class LintCache:
     entries: dict[str, Entry] = field(default_factory=dict)
     type_key: str = ""
     type_results: dict[str, list[Raw]] = field(default_factory=dict)
+    facts: dict[str, tuple[bytes, Facts]] = field(default_factory=dict)  # rel → (hash, facts)
 
     @classmethod
     def open(cls, root: Path, key: str) -> LintCache:
@@ -75,6 +84,7 @@ class LintCache:
                 cache.entries = data["entries"]
                 cache.type_key = data["type_key"]
                 cache.type_results = data["type_results"]
+                cache.facts = data["facts"]
         except (OSError, pickle.PickleError, EOFError, AttributeError, KeyError, TypeError,
                 ValueError, ImportError, IndexError):
             pass  # absent, corrupt or from another version: start afresh
@@ -84,11 +94,24 @@ class LintCache:
         entry = self.entries.get(rel)
         return entry if entry is not None and entry.hash == hash_ else None
 
+    def known_hash(self, rel: str, stat: Stat) -> bytes | None:
+        """The recorded hash of ``rel`` when its stat is the recorded one: no need to read it."""
+        entry = self.entries.get(rel)
+        return entry.hash if entry is not None and entry.stat == stat else None
+
+    def unchanged(self, entries: dict[str, Entry], type_key: str,
+                  facts: dict[str, tuple[bytes, Facts]]) -> bool:
+        """Whether saving would write what is already there (a warm run on an unchanged tree)."""
+        return (type_key == self.type_key and facts.keys() == self.facts.keys()
+                and entries.keys() == self.entries.keys()
+                and all(e is self.entries[rel] for rel, e in entries.items()))
+
     def save(self, root: Path, entries: dict[str, Entry], type_key: str,
-             type_results: dict[str, list[Raw]]) -> str | None:
+             type_results: dict[str, list[Raw]],
+             facts: dict[str, tuple[bytes, Facts]] | None = None) -> str | None:
         """Write atomically; the error text when the cache cannot be written (never fatal)."""
         data = {"format": _FORMAT, "key": self.key, "root": str(root), "entries": entries,
-                "type_key": type_key, "type_results": type_results}
+                "type_key": type_key, "type_results": type_results, "facts": facts or {}}
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".lint-", suffix=".tmp")

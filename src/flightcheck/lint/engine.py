@@ -39,7 +39,7 @@ from flightcheck import __version__
 from flightcheck.config import LintConfig
 from flightcheck.errors import ConfigError, StageError, UsageError
 from flightcheck.lint import aideps, dockerfile, worker
-from flightcheck.lint.cache import Entry, LintCache, digest, disabled_by_env, key_of
+from flightcheck.lint.cache import Entry, LintCache, Stat, digest, disabled_by_env, key_of
 from flightcheck.lint.callgraph import blocking_calls
 from flightcheck.lint.cloudrun_contract import Contract
 from flightcheck.lint.deps import (
@@ -518,6 +518,7 @@ def lint_paths(
     ``use_hadolint=False`` forces the builtin Dockerfile checks (tests compare the two).
     """
     started = time.perf_counter()
+    run_ns = time.time_ns()
     root = root.resolve()
     enabled = enabled_codes(config)
     severities = _severities(config)
@@ -559,13 +560,13 @@ def lint_paths(
         ruff_bin = None
 
     # Unchanged files: their results come from the cache, keyed by content hash.
-    hashes, candidates = _fingerprint(files.python + files.text)
     ty_bin = find_tool("ty")
     cache: LintCache | None = None
     if config.cache and not disabled_by_env():
         cache = LintCache.open(root, key_of(
             __version__, sys.version, sorted(enabled), settings.fingerprint(), python, target,
             ruff_select, _tool_id(ruff_bin), _tool_id(ty_bin)))
+    hashes, candidates, stats = _fingerprint(files.python + files.text, cache, run_ns)
     cached: dict[str, Entry] = {}
     if cache is not None:
         for task in files.python + files.text:
@@ -611,9 +612,10 @@ def lint_paths(
         if ruff_judges:
             _compile_selected(fresh, {t.rel: t.path for t in todo.python}, to_compile)
         # What needs no ty runs here, while ty's last batches do (in their own processes).
+        facts_memo = dict(cache.facts) if cache is not None else {}
         derived = _derived_checks(root, [e.result for e in cached.values()] + fresh, files,
                                   settings, enabled, service, service_df, parsed_dockerfiles,
-                                  declared, report, use_hadolint)
+                                  declared, report, use_hadolint, hashes, facts_memo)
         if gate is not None:
             try:
                 type_results = gate.results()
@@ -628,14 +630,19 @@ def lint_paths(
     ruffed = {t.rel for t in ruff_files} if ruff is not None else set()
     parse_errors = set(ruff.parse_errors) if ruff is not None else set()
     entries: dict[str, Entry] = dict(cached)
+    for rel, entry in cached.items():
+        if entry.stat != stats.get(rel):  # read and hashed again: record its stat now
+            entries[rel] = replace(entry, stat=stats.get(rel))
     for res in fresh:
         if res.rel in hashes:
             entries[res.rel] = Entry(hashes[res.rel], res,
                                      extra.get(res.rel, []) if res.rel in ruffed else None,
-                                     res.rel in parse_errors)
-    if cache is not None and complete:  # the key names the tools: a missing one is a new key
-        note = cache.save(root, entries, type_key if type_results is not None else "",
-                          type_results or {})
+                                     res.rel in parse_errors, stats.get(res.rel))
+    facts_memo = {rel: hf for rel, hf in facts_memo.items() if hashes.get(rel) == hf[0]}
+    saved_type_key = type_key if type_results is not None else ""
+    # the key names the tools: a missing one is a new key
+    if cache is not None and complete and not cache.unchanged(entries, saved_type_key, facts_memo):
+        note = cache.save(root, entries, saved_type_key, type_results or {}, facts_memo)
         if note:
             report.notes.append(note)
     results = [e.result for e in cached.values()] + fresh
@@ -667,10 +674,12 @@ def _derived_checks(
     enabled: frozenset[str], service: Service,
     service_df: tuple[str, list[dockerfile.Instruction]] | None,
     parsed_dockerfiles: dict[str, list[dockerfile.Instruction]], declared: Declared,
-    report: LintReport, use_hadolint: bool,
+    report: LintReport, use_hadolint: bool, hashes: dict[str, bytes],
+    facts_memo: dict[str, tuple[bytes, dict[str, FunctionFacts]]],
 ) -> list[FileResult]:
     """The checks over the whole project: the Cloud Run contract, FC406's call graph (from
-    the facts the scan put in ``scanned``), the Dockerfiles, unpinned SDKs, the build context."""
+    the facts the scan put in ``scanned``, and of the modules it reads on demand, remembered
+    in ``facts_memo`` by content hash), the Dockerfiles, unpinned SDKs, the build context."""
     results: list[FileResult] = []
     modules = _module_table(files.python)
     if service_df is not None and enabled & {"FC821", "FC822", "FC823"}:
@@ -686,8 +695,14 @@ def _derived_checks(
                 f"{contract.unjudged_routes}; add one (`flightcheck init`) to check its routes")
     if "FC406" in enabled:
         def facts(rel: str) -> dict[str, FunctionFacts]:
+            known = facts_memo.get(rel)
+            if known is not None and rel in hashes and known[0] == hashes[rel]:
+                return known[1]
             text = _read_text(root, rel)
-            return function_facts(settings, rel, text) if text is not None else {}
+            found = function_facts(settings, rel, text) if text is not None else {}
+            if rel in hashes:
+                facts_memo[rel] = (hashes[rel], found)
+            return found
 
         for rel, raws in blocking_calls(scanned, _module_names, modules, facts).items():
             results.append(FileResult(rel, raws=raws))
@@ -700,21 +715,39 @@ def _derived_checks(
     return results
 
 
-def _fingerprint(tasks: list[worker.Task]) -> tuple[dict[str, bytes], set[str]]:
-    """Content hash of every file, and the Python files ruff's rules can match at all
-    (ASYNC2xx need an ``async def``, S113 needs requests or httpx): one read per file."""
+_RACY_NS = 2_000_000_000  # a stat is trusted for files last modified this long before a run
+
+
+def _fingerprint(tasks: list[worker.Task], cache: LintCache | None, run_ns: int,
+                 ) -> tuple[dict[str, bytes], set[str], dict[str, Stat]]:
+    """Content hash of every file (one read per file, none when its stat is the one the
+    cache recorded with its hash), the Python files ruff's rules can match at all (ASYNC2xx
+    need an ``async def``, S113 needs requests or httpx; only among the files read), and the
+    stats worth recording (files modified well before this run: see cache.py)."""
     hashes: dict[str, bytes] = {}
     candidates: set[str] = set()
+    stats: dict[str, Stat] = {}
     for task in tasks:
+        try:
+            st = os.stat(task.path)
+        except OSError:
+            continue  # the worker reports it
+        stat = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+        known = cache.known_hash(task.rel, stat) if cache is not None else None
+        if known is not None:
+            hashes[task.rel], stats[task.rel] = known, stat
+            continue
         try:
             with open(task.path, "rb") as fh:
                 data = fh.read()
         except OSError:
-            continue  # the worker reports it
+            continue
         hashes[task.rel] = digest(data)
+        if max(st.st_mtime_ns, st.st_ctime_ns) < run_ns - _RACY_NS and len(data) == st.st_size:
+            stats[task.rel] = stat
         if task.kind == "python" and (b"async" in data or b"requests" in data or b"httpx" in data):
             candidates.add(task.rel)
-    return hashes, candidates
+    return hashes, candidates, stats
 
 
 def _tool_id(binary: str | None) -> tuple[str, int, int] | None:
