@@ -668,7 +668,12 @@ def missing_config(directory: Path) -> MissingConfig:
 
     found = glance(directory)
     writes = f"writes {DEFAULT_FILE} and smoke.yaml"
-    if found is not None and found.empty:
+    if (directory / "smoke.yaml").exists():  # init never overwrites it without --force
+        fix = ("`flightcheck init` here would stop at your smoke.yaml (it never overwrites without "
+               "--force): move smoke.yaml aside and run `flightcheck init` (it reads your project "
+               f"and {writes}), or write {DEFAULT_FILE} yourself (docs/another-service.md); or "
+               "pass --config FILE")
+    elif found is not None and found.empty:
         fix = (f"this directory holds {found}: cd to your service's directory and run "
                f"`flightcheck init` there (it reads your project and {writes}), or pass "
                "--config FILE")

@@ -121,10 +121,29 @@ def test_the_dagger_modules_helpers_refuse_too(
     d = _empty(tmp_path) if where == "empty" else _python_service(tmp_path)
     monkeypatch.chdir(d)
     assert attached_cli.main(["plan"]) == 2
+    plan = capsys.readouterr().err
+    assert plan.startswith(f"error: no flightcheck.toml in {d}\n")
+    # init belongs on the user's directory, not on the module's copy of it
+    assert "fix: write one on your machine with `flightcheck init DIR` (DIR: the service's " \
+           "directory, the one given as --source to the Dagger module)" in plan
     assert images.main(["repository"]) == 2
-    err = capsys.readouterr().err
-    assert err.count(f"error: no flightcheck.toml in {d}\n") == 2
-    assert err.count("flightcheck init") == 2 and "Traceback" not in err
+    repo = capsys.readouterr().err
+    assert repo.startswith(f"error: no flightcheck.toml in {d}\n") and "`flightcheck init`" in repo
+    assert "Traceback" not in plan + repo
+
+
+def test_an_existing_smoke_yaml_changes_the_advice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # init refuses to overwrite smoke.yaml without --force: "run init here" would be a dead end.
+    d = _python_service(tmp_path)
+    (d / "smoke.yaml").write_text("cases: []\n")
+    code, out = _run(["ci"], d, monkeypatch, capsys)
+    assert code == 2
+    assert "`flightcheck init` here would stop at your smoke.yaml" in out
+    assert "move smoke.yaml aside" in out and "--config FILE" in out
+    code, out = _run(["init"], d, monkeypatch, capsys)  # the dead end the advice avoids
+    assert code == 2 and "never overwrites" in out
 
 
 def test_a_toml_in_the_directory_is_still_found(
