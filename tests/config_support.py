@@ -10,6 +10,10 @@ import pytest
 from flightcheck.config import load
 from flightcheck.errors import ConfigError
 
+# The reference service's config (mathcoach). Named, not found in the working directory:
+# without a flightcheck.toml there, load() refuses, wherever pytest runs from.
+REPO_CONFIG = Path(__file__).resolve().parents[1] / "flightcheck.toml"
+
 
 def write_config(tmp_path: Path, text: str) -> Path:
     p = tmp_path / "flightcheck.toml"

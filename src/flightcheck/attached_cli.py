@@ -127,6 +127,13 @@ def main(argv: list[str] | None = None) -> int:
             real_model=args.real_model,
         ))
     except FlightcheckError as exc:
+        if isinstance(exc, config_mod.MissingConfig):
+            # A starter (the Dagger module) runs this in a copy of the service's source: init
+            # belongs on the user's own directory, not in that copy.
+            exc.fix = ("write one on your machine with `flightcheck init DIR` (DIR: the service's "
+                       "directory, the one given as --source to the Dagger module), or pass "
+                       "--config FILE")
+            exc.repro = "python -m flightcheck.attached_cli plan"
         print(redact(exc.render()), file=sys.stderr)
         return exc.exit_code
     text = json.dumps(result, indent=2, sort_keys=True) + "\n"

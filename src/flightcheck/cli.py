@@ -43,7 +43,8 @@ _STYLE = {Status.PASS: "green", Status.WARN: "yellow", Status.FAIL: "red", Statu
 
 ConfigOpt = Annotated[
     Optional[Path],  # noqa: UP045 - typer needs Optional on 3.11
-    typer.Option("--config", "-c", help="flightcheck.toml (default: ./flightcheck.toml, else built-in defaults)"),
+    typer.Option("--config", "-c", help="flightcheck.toml (default: ./flightcheck.toml; "
+                 "without one, `flightcheck init` writes it)"),
 ]
 
 
@@ -196,8 +197,6 @@ def run_pipeline(
         environment=environment,
     )
     ctx.artifacts.update(artifacts or {})
-    if loaded.path is None:
-        progress(stages[0].name if stages else "lint", "no flightcheck.toml here: checking the embedded reference service (mathcoach); pass --config for yours")
     started = datetime.now(UTC)
     results = anyio.run(_run_until_signalled, ctx, stages)
     # Everything below leaves flightcheck (reports, terminal): one last pass of the redactor.
@@ -449,12 +448,18 @@ def config_cmd(
     overrides: dict[str, tuple[object, str]] = {}
     if memory is not None:
         overrides["run.memory_limit"] = (memory, "--memory")
-    loaded = config_mod.load(config, overrides=overrides)
-    where = str(loaded.path) if loaded.path else "built-in defaults (no flightcheck.toml found)"
+    # Validating needs a file; --explain without one shows the defaults a new file starts from.
+    loaded = config_mod.load(config, overrides=overrides, missing="defaults" if explain else "error")
     if not explain:
-        typer.echo(f"config ok: {where}")
+        typer.echo(f"config ok: {loaded.path}")
         return
-    typer.echo(f"# effective configuration ({where})")
+    if loaded.path is None:
+        typer.echo(f"# no {config_mod.DEFAULT_FILE} in {Path.cwd()}: the generic defaults a new "
+                   f"{config_mod.DEFAULT_FILE} starts from (plus FLIGHTCHECK__* and flags). "
+                   "Commands that check a service refuse to run here: `flightcheck init` writes "
+                   "the file for your service")
+    else:
+        typer.echo(f"# effective configuration ({loaded.path})")
     rows = loaded.explain()
     width = max(len(k) for k, _, _ in rows)
     for key, value, source in rows:
@@ -696,6 +701,19 @@ def _register_lessons() -> None:
 _register_lessons()
 
 
+def _repro_here(argv: list[str]) -> str:
+    """``cd DIR && flightcheck COMMAND``: the command words only, never the options (their
+    values may be secrets, e.g. --service-env)."""
+    import shlex
+
+    words = []
+    for arg in argv:
+        if arg.startswith("-"):
+            break
+        words.append(arg)
+    return f"cd {shlex.quote(str(Path.cwd()))} && " + shlex.join(["flightcheck", *words])
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: no tracebacks for expected errors, cleanup on Ctrl-C."""
     try:
@@ -703,6 +721,8 @@ def main(argv: list[str] | None = None) -> None:
         if rc == 130:  # typer turns KeyboardInterrupt into Exit(130) after our cleanup ran
             raise KeyboardInterrupt
     except FlightcheckError as exc:
+        if isinstance(exc, config_mod.MissingConfig):
+            exc.repro = _repro_here(sys.argv[1:] if argv is None else argv)
         print(safe_text(scrub(exc.render())), file=sys.stderr)
         sys.exit(exc.exit_code)
     except typer.Exit as exc:

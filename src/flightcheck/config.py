@@ -1,9 +1,11 @@
 """flightcheck.toml as pydantic models: the one source of truth for every knob.
 
-Values come from four layers, later wins: defaults (the reference service, so flightcheck runs
-with no file at all), the TOML file, ``FLIGHTCHECK__SECTION__KEY`` environment variables, and
-CLI flags. :func:`load` records where each value came from for ``flightcheck config --explain``.
-Paths in the file are relative to the file's directory.
+Values come from four layers, later wins: generic defaults, the TOML file,
+``FLIGHTCHECK__SECTION__KEY`` environment variables, and CLI flags. :func:`load` records where
+each value came from for ``flightcheck config --explain``. Paths in the file are relative to the
+file's directory. A command that checks a service needs the file: without one :func:`load`
+raises :class:`MissingConfig` (``flightcheck init`` writes it); ``lint`` and
+``config --explain`` ask for the generic defaults instead.
 """
 
 from __future__ import annotations
@@ -34,14 +36,6 @@ from flightcheck.lessons import defaults as _d
 from flightcheck.secrets import MASK, Redactor, is_secret, is_secret_name, looks_like_secret
 
 DEFAULT_FILE = "flightcheck.toml"
-REFERENCE = "reference"  # provenance of the embedded reference-service defaults
-
-
-def reference_toml() -> str:
-    """The embedded defaults: the reference service's flightcheck.toml."""
-    from importlib import resources
-
-    return resources.files("flightcheck").joinpath("data/reference.toml").read_text("utf-8")
 ENV_PREFIX = "FLIGHTCHECK__"
 
 # --- quantities ---------------------------------------------------------------------------
@@ -611,8 +605,6 @@ class Loaded:
         children = [v for k, v in self.sources.items() if k.startswith(dotted + ".")]
         if children:  # a table set key by key ([service.env] A = "x")
             return children[-1]
-        if any(v == REFERENCE for v in self.sources.values()):
-            return REFERENCE
         while "." in dotted:  # a leaf inside a table set whole (FLIGHTCHECK__SERVICE__ENV='{...}')
             dotted = dotted.rpartition(".")[0]
             if dotted in self.sources:
@@ -664,39 +656,73 @@ def _parse_scalar(text: str) -> object:
         return text
 
 
+class MissingConfig(ConfigError):
+    """No flightcheck.toml where a command that checks a service needs one."""
+
+
+def missing_config(directory: Path) -> MissingConfig:
+    """What failed, why flightcheck needs the file, and what ``flightcheck init`` would find."""
+    import shlex
+
+    from flightcheck.onboard.glance import glance
+
+    found = glance(directory)
+    writes = f"writes {DEFAULT_FILE} and smoke.yaml"
+    if (directory / "smoke.yaml").exists():  # init never overwrites it without --force
+        fix = ("`flightcheck init` here would stop at your smoke.yaml (it never overwrites without "
+               "--force): move smoke.yaml aside and run `flightcheck init` (it reads your project "
+               f"and {writes}), or write {DEFAULT_FILE} yourself (docs/another-service.md); or "
+               "pass --config FILE")
+    elif found is not None and found.empty:
+        fix = (f"this directory holds {found}: cd to your service's directory and run "
+               f"`flightcheck init` there (it reads your project and {writes}), or pass "
+               "--config FILE")
+    else:
+        fix = ("run `flightcheck init` here: it reads your project"
+               + (f" (here: {found})" if found else "") + f" and {writes}; or pass --config FILE")
+    return MissingConfig(
+        f"no {DEFAULT_FILE} in {directory}",
+        why=f"flightcheck needs to know how to build, start and probe your service (Dockerfile, "
+        f"port, start command, health paths, AI smoke suite), and {DEFAULT_FILE} says how; there "
+        "is none here and no --config was given",
+        fix=fix,
+        repro=f"cd {shlex.quote(str(directory))} && flightcheck config",
+    )
+
+
 def load(
     path: Path | str | None = None,
     *,
     environ: Mapping[str, str] | None = None,
     overrides: Mapping[str, tuple[object, str]] | None = None,
+    missing: Literal["error", "defaults"] = "error",
 ) -> Loaded:
     """Load and validate the config.
 
-    ``path`` None looks for ./flightcheck.toml and falls back to the embedded defaults.
+    ``path`` None looks for ./flightcheck.toml; without it ``missing`` decides: ``"error"``
+    raises :class:`MissingConfig` (every command that checks a service), ``"defaults"`` uses
+    the generic defaults rooted at the working directory (``lint``, ``config --explain``).
     ``overrides`` maps dotted keys to (value, flag-name) from the CLI.
     """
     environ = os.environ if environ is None else environ
     file: Path | None
-    reference = False
     if path is None:
         file = Path(DEFAULT_FILE) if Path(DEFAULT_FILE).is_file() else None
-        reference = file is None
+        if file is None and missing == "error":
+            raise missing_config(Path.cwd())
     else:
         file = Path(path)
         if not file.is_file():
             raise ConfigError(
                 f"config file {file} not found",
                 why="--config names a file that does not exist",
-                fix=f"create it (see README 'Configuration') or drop --config to use {DEFAULT_FILE}",
+                fix="check the path, or write one with `flightcheck init DIR` (DIR: the "
+                "service's directory)",
                 repro=f"flightcheck config --explain --config {file}",
             )
     raw: dict[str, Any] = {}
     sources: dict[str, str] = {}
     label = str(file) if file else "<defaults>"
-    if reference:
-        # No file at all: the embedded defaults are the reference service (mathcoach).
-        raw = tomllib.loads(reference_toml())
-        sources.update(_flatten_sources(raw, REFERENCE))
     if file is not None:
         try:
             raw = tomllib.loads(file.read_text(encoding="utf-8"))

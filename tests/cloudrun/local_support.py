@@ -12,6 +12,7 @@ from typing import Any
 
 import anyio
 import httpx
+from config_support import REPO_CONFIG
 from google.api_core.client_options import ClientOptions
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import run_v2
@@ -40,7 +41,7 @@ def rollout_api(state: Path, service: str) -> Iterator[RunV2]:
     """The local Cloud Run (state in ``state``) through flightcheck's own client, aimed at
     ``service``; stopped afterwards, leaving no container."""
     endpoint = local.ensure_running(state, runtime="docker")
-    region = load(None, environ={}).config.deploy.region
+    region = load(REPO_CONFIG, environ={}).config.deploy.region
     try:
         yield RunV2(spec.Target("local", region, service), Connection(endpoint, anonymous=True))
     finally:

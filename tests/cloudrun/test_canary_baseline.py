@@ -15,6 +15,7 @@ from pathlib import Path
 import anyio
 import httpx
 import pytest
+from config_support import REPO_CONFIG
 from local_support import push_with_flightcheck, rollout_api
 
 from flightcheck.cloudrun import spec
@@ -69,7 +70,7 @@ def baseline(tmp_path_factory: pytest.TempPathFactory) -> QualityMetrics:
 
 def _rollout(api: RunV2, image: str, name: str, *, baseline: QualityMetrics | None,
              **env: str) -> Rollout:
-    config = load(None, environ={}).config
+    config = load(REPO_CONFIG, environ={}).config
     suite = load_suite(REPO / SUITE)
     desired = spec.build_service(
         config, image=image, revision=f"{SERVICE}-{name}", fake_model_port=8929,

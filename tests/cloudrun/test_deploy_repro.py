@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import shlex
 
+from config_support import REPO_CONFIG
+
 from flightcheck.config import load
 from flightcheck.context import Context
 
 
 def test_local_target_repro_is_flightcheck_deploy() -> None:
-    ctx = Context(loaded=load(None, environ={}), environment="prod",
+    ctx = Context(loaded=load(REPO_CONFIG, environ={}), environment="prod",
                   service_env={"FAULT_ERROR_RATE": "0.3", "OPENAI_API_KEY": "sk-live-0123456789"})
     repro = ctx.repro("deploy")
     assert repro.local.startswith("flightcheck deploy")
@@ -22,7 +24,7 @@ def test_local_target_repro_is_flightcheck_deploy() -> None:
 
 
 def test_cloudrun_repro_names_target_project_and_credentials() -> None:
-    loaded = load(None, environ={}, overrides={"deploy.target": ("cloudrun", "--target"),
+    loaded = load(REPO_CONFIG, environ={}, overrides={"deploy.target": ("cloudrun", "--target"),
                                                "deploy.project": ("acme", "--project")})
     repro = Context(loaded=loaded).repro("deploy")
     assert "--target cloudrun --project acme" in repro.local

@@ -8,6 +8,7 @@ from pathlib import Path
 import anyio
 import httpx
 import pytest
+from config_support import REPO_CONFIG
 
 from flightcheck.cloudrun import images
 from flightcheck.config import load
@@ -27,7 +28,7 @@ def test_references_by_digest_only() -> None:
 
 def test_the_repository_of_each_target(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.delenv(images.REGISTRY_ENV, raising=False)
-    config = load(None, environ={}).config
+    config = load(REPO_CONFIG, environ={}).config
     assert images.repository_for(config) == "127.0.0.1:5000/mathcoach"
     monkeypatch.setenv(images.REGISTRY_ENV, "127.0.0.1:5999")
     assert images.repository_for(config) == "127.0.0.1:5999/mathcoach"

@@ -10,6 +10,7 @@ from pathlib import Path
 import anyio
 import httpx
 import pytest
+from config_support import REPO_CONFIG
 from local_support import push_with_flightcheck, rollout_api
 
 from flightcheck.cloudrun import spec
@@ -47,7 +48,7 @@ def image(api: RunV2) -> str:
 
 def _rollout(api: RunV2, image: str, tmp_path: Path, name: str, steps: tuple[int, ...],
              **env: str) -> tuple[Rollout, Analysis]:
-    config = load(None, environ={}).config
+    config = load(REPO_CONFIG, environ={}).config
     suite_file = tmp_path / "suite.yaml"
     suite_file.write_text(SUITE)
     suite = load_suite(suite_file)

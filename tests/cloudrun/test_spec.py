@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from config_support import REPO_CONFIG
 from google.cloud import run_v2
 
 from flightcheck.cloudrun import spec
@@ -109,7 +110,7 @@ def test_cpu_idle_is_explicit_in_the_document_and_fractions_are_millicpu(tmp_pat
 
 
 def test_the_reference_config_is_deployable_and_asks_for_its_fake_model(tmp_path: Path) -> None:
-    config = load(None, environ={}).config
+    config = load(REPO_CONFIG, environ={}).config
     assert spec.problems(config) == []
     svc = spec.build_service(config, image=IMAGE, revision="mathcoach-abababa-00001",
                              env={"OPENAI_API_KEY": "sk-this-is-a-long-secret-value"},
@@ -150,7 +151,7 @@ def test_a_30s_probe_timeout_with_a_10s_period_is_rejected_with_what_to_use(
     assert "health.startup" in msg and "timeout_s (30) must not exceed period_s (10)" in msg
     assert "use timeout_s = 10" in msg and "failure_threshold" in msg
     # A config built without loading (model_construct) is caught by the deploy spec too.
-    config = load(None, environ={}).config
+    config = load(REPO_CONFIG, environ={}).config
     probe = config.health.startup.model_copy(update={"period_s": 10, "timeout_s": 30})
     config.health.startup = probe
     found = {p.key: p.render() for p in spec.problems(config)}

@@ -6,6 +6,7 @@ from __future__ import annotations
 import shlex
 
 import pytest
+from config_support import REPO_CONFIG
 from flightcheck_ci.main import Flightcheck, _interactive
 
 from flightcheck.config import load
@@ -28,7 +29,7 @@ def _registered() -> set[str]:
 def test_every_flag_of_a_dagger_repro_is_an_argument_of_its_function(
     stage: StageName, model: str
 ) -> None:
-    loaded = load(None, environ={}, overrides={"smoke.model": (model, "--real-model")})
+    loaded = load(REPO_CONFIG, environ={}, overrides={"smoke.model": (model, "--real-model")})
     ctx = Context(loaded=loaded, memory_override="768Mi", environment="prod",
                   service_env={"OPENAI_API_KEY": "sk-live-0123456789abcdef"},
                   runtime_name="attached")

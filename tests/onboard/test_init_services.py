@@ -109,7 +109,7 @@ def test_chatproxy_starlette_over_httpx_with_its_own_base_url_variable(tmp_path:
 
 def test_mathcoach_the_reference_service(tmp_path: Path) -> None:
     _, toml, suite, out = _init("mathcoach", tmp_path)
-    reference = tomllib.loads(Path(config_mod.__file__).with_name("data").joinpath("reference.toml").read_text())
+    reference = tomllib.loads((Path(__file__).resolve().parents[2] / "flightcheck.toml").read_text())
     for key in ("name", "port", "command", "pythonpath", "import_check"):
         assert toml["service"][key] == reference["service"][key], key
     for probe in ("startup", "liveness"):

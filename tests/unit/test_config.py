@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from config_support import config_error, write_config
 
-from flightcheck.config import format_memory, load, parse_memory
+from flightcheck.config import MissingConfig, format_memory, load, parse_memory
 from flightcheck.errors import ConfigError
 
 
@@ -25,28 +25,29 @@ def test_format_memory_round_trips() -> None:
     assert parse_memory(format_memory(3 * 2**29)) == 3 * 2**29
 
 
-def test_no_file_means_the_embedded_reference_service(
+def test_no_file_is_an_error_that_points_at_init(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    loaded = load(None, environ={})
-    assert loaded.path is None
-    assert loaded.config.service.name == "mathcoach"
-    assert loaded.config.service.command == ["python", "-m", "mathcoach"]
-    assert loaded.config.health.ai_path == "/health/ai"
-    assert loaded.config.run.memory_limit == "1Gi"
-    assert loaded.config.deploy.target == "local"
-    assert set(loaded.config.environments) == {"dev", "prod"}
-    assert all(src == "reference" for _, _, src in loaded.explain())
+    with pytest.raises(MissingConfig) as info:
+        load(None, environ={"FLIGHTCHECK__SERVICE__NAME": "svc"})  # an override is no config
+    err = info.value
+    assert err.exit_code == 2 and isinstance(err, ConfigError)
+    assert err.what == f"no flightcheck.toml in {tmp_path}"
+    assert "build, start and probe" in err.why
+    assert "flightcheck init" in err.fix and "--config FILE" in err.fix
+    assert err.repro == f"cd {tmp_path} && flightcheck config"
 
 
-def test_embedded_reference_is_the_repo_file() -> None:
-    import tomllib
-
-    from flightcheck.config import reference_toml
-
-    repo = Path(__file__).parents[2] / "flightcheck.toml"
-    assert tomllib.loads(reference_toml()) == tomllib.loads(repo.read_text())
+def test_no_file_with_defaults_is_generic_and_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    loaded = load(None, environ={}, missing="defaults")
+    assert loaded.path is None and loaded.config.root == tmp_path.resolve()
+    assert loaded.config.service.name == "service" and loaded.config.service.command == []
+    assert loaded.config.environments == {} and loaded.config.health.ai_path is None
+    assert {src for _, _, src in loaded.explain()} == {"default"}
 
 
 def test_a_file_gets_generic_defaults_not_the_reference(tmp_path: Path) -> None:

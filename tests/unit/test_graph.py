@@ -6,6 +6,7 @@ from pathlib import Path
 
 import anyio
 import pytest
+from config_support import REPO_CONFIG
 
 from flightcheck import graph
 from flightcheck.config import load
@@ -15,7 +16,7 @@ from flightcheck.results import StageName, StageResult, Status
 
 
 def _ctx(tmp_path: Path) -> Context:
-    return Context(loaded=load(None, environ={}), report_dir=tmp_path)
+    return Context(loaded=load(REPO_CONFIG, environ={}), report_dir=tmp_path)
 
 
 def _stage(name: StageName, status: Status, calls: list[str], **kw: object) -> graph.Stage:
@@ -132,7 +133,7 @@ def test_finalize_and_cleanup_run_even_when_cancelled(tmp_path: Path) -> None:
 
 def test_repro_masks_secret_env(tmp_path: Path) -> None:
     ctx = Context(
-        loaded=load(None, environ={}, overrides={"smoke.model": ("real", "--real-model")}),
+        loaded=load(REPO_CONFIG, environ={}, overrides={"smoke.model": ("real", "--real-model")}),
         service_env={"OPENAI_API_KEY": "sk-live-abcdefghijkl", "MODE": "x"},
         memory_override="512Mi",
         runtime_name="docker",
@@ -147,7 +148,7 @@ def test_repro_masks_secret_env(tmp_path: Path) -> None:
     assert r.dagger == (
         "dagger call ai-smoke --source=. --memory=512Mi --openai-api-key=env:OPENAI_API_KEY"
     )
-    fake = Context(loaded=load(None, environ={}), service_env={"OPENAI_API_KEY": "sk-live-x"})
+    fake = Context(loaded=load(REPO_CONFIG, environ={}), service_env={"OPENAI_API_KEY": "sk-live-x"})
     assert "--openai-api-key" not in fake.repro("ai-smoke").dagger  # fake mode replaces it
     assert ctx.redactor("key sk-live-abcdefghijkl here") == "key *** here"
 

@@ -25,7 +25,8 @@ if TYPE_CHECKING:
 
 ConfigOpt = Annotated[
     Optional[Path],  # noqa: UP045 - typer needs Optional on 3.11
-    typer.Option("--config", "-c", help="flightcheck.toml (default: ./flightcheck.toml, else built-in defaults)"),
+    typer.Option("--config", "-c", help="flightcheck.toml (default: ./flightcheck.toml; "
+                 "without one, `flightcheck init` writes it)"),
 ]
 ReportDirOpt = Annotated[
     Path, typer.Option("--report-dir", help="the report directory `flightcheck ci` wrote")
@@ -83,8 +84,8 @@ def print_summary(lessons: list[LessonResult]) -> None:
 
 def evidence(config: Path | None, report_dir: Path) -> Evidence:
     """The saved report's evidence and the (current) config."""
+    loaded = config_mod.load(config)  # first: without a config, no report is the lesser problem
     rep = report_mod.load(report_dir)
-    loaded = config_mod.load(config)
     return Evidence(loaded=loaded, stages=rep.stages, report_dir=report_dir,
                     environment=rep.environment or "dev")
 

@@ -42,7 +42,8 @@ def lint_command(
     ] = None,
     config: Annotated[
         Optional[Path],  # noqa: UP045
-        typer.Option("--config", "-c", help="flightcheck.toml (default: ./flightcheck.toml, else built-in defaults)"),
+        typer.Option("--config", "-c", help="flightcheck.toml (default: ./flightcheck.toml, else the "
+                     "default [lint] settings)"),
     ] = None,
     strict: Annotated[
         bool, typer.Option("--strict", help="warnings and files left unchecked fail too")
@@ -61,8 +62,16 @@ def lint_command(
             fix="use --format text, json or sarif",
             repro="flightcheck lint --format sarif --output lint.sarif",
         )
-    loaded = config_mod.load(config)
+    # Linting needs no service: without a flightcheck.toml, the default [lint] settings (as
+    # ruff without a pyproject.toml), said on stderr so JSON and SARIF stay clean.
+    loaded = config_mod.load(config, missing="defaults")
     cfg = loaded.config
+    if loaded.path is None:
+        what = path if path is not None else Path.cwd()
+        print(f"note: no {config_mod.DEFAULT_FILE} in {Path.cwd()}: linting {what} with the "
+              f"default [lint] settings (every rule at its default severity; excluded: "
+              f"{', '.join(cfg.lint.exclude)}); `flightcheck init` writes a "
+              f"{config_mod.DEFAULT_FILE} for your service", file=sys.stderr)
     if no_cache:
         cfg.lint.cache = False
     # The deployed service's Dockerfile, port and probe paths: from the config file that

@@ -73,7 +73,7 @@ def _service_name(root: Path, apps: list[App]) -> str:
     return "service"
 
 
-def _find_dockerfile(root: Path) -> str | None:
+def find_dockerfile(root: Path) -> str | None:
     for name in ("Dockerfile", "Containerfile", "dockerfile"):
         if (root / name).is_file():
             return name
@@ -119,7 +119,7 @@ def inspect(root: Path) -> Plan:
         plan.note(f"not read (syntax errors, or not UTF-8): {', '.join(project.unparsable[:5])}"
                   + (" …" if len(project.unparsable) > 5 else ""),
                   "`flightcheck lint` shows where; rerun init once they parse")
-    dockerfile_name = _find_dockerfile(root)
+    dockerfile_name = find_dockerfile(root)
     facts = dockerfile_mod.read(root, dockerfile_name) if dockerfile_name else None
     lnch = launch.from_command(facts.argv, facts.env) if facts else Launch()
     entry = _entry(project, lnch, facts)
