@@ -159,3 +159,20 @@ def test_when_ruff_fails_every_file_is_compiled(tmp_path: Path, monkeypatch: pyt
     assert [f.message for f in report.findings if f.code == "FC101"] == [
         "SyntaxError: name 'x' is parameter and global"]
     assert any("ruff failed (ruff exited 2)" in n for n in report.notes)
+
+
+@pytest.mark.parametrize(("source", "compiled"), [
+    ('def f():\n    """Doc.\n\n    * item\n    """\n', False),  # a docstring's bullet
+    ("x = [1]\n*x\n", True),
+    ('"""Doc\n* a\n"""\n*x\n', True),  # the statement after the docstring
+    ('s = "a\\n*b"\n', False),
+    ('s = "\\" "\n*x\n', True),  # an escaped quote does not end the string
+    ('s = r"""a\\""""""\n* b\n', True),  # nor in a raw one
+    ("# nonlocal x\nx = 1\n", False),
+    ("def f():\n    x = 1\n    def g():\n        nonlocal x\n", True),
+    ('def f():\n    """\n    nonlocal x\n    """\n', False),
+    ('s = """abc\n* x\n', True),  # unterminated: the compiler is asked
+    ("x = (1\n     * 2)\n", True),  # a continuation looks like a statement: compiled, harmless
+])
+def test_the_gate_tells_statements_from_strings(source: str, compiled: bool) -> None:
+    assert compile_gate(source) is compiled

@@ -10,6 +10,7 @@ outside a function, ``yield from`` in async code, …) and walked once by :class
 from __future__ import annotations
 
 import ast
+import bisect
 import re
 import warnings
 from collections.abc import Callable, Iterable
@@ -384,7 +385,7 @@ def compile_check(rel: str, text: str) -> Raw | None:
 # in an f-string, ``return x`` in an async generator, tabs mixed into
 # indentation, format specs nested three deep, 20 nested blocks. A file with one of these goes to the compiler whatever ruff says; a pattern
 # here only widens what is compiled, never narrows it.
-_NONLOCAL = re.compile(r"(?:^|[;:])[ \t]*nonlocal\b", re.MULTILINE)
+_NONLOCAL = (re.compile(r"(?:^|[;:])[ \t]*nonlocal\b", re.MULTILINE),)
 _DEBUG_KEYWORD = re.compile(r"__debug__[ \t]*=(?!=)")
 _FSTRING_STAR = re.compile(r"[fF][rR]?(?:'|\")[^\n]*?\{\*|[fF][rR]?(?:'\'\'|\"\"\")")
 _BARE_STAR = (re.compile(r"\n[ \t]*\*(?![*=])"), re.compile(r"[;:][ \t]*\*(?![*=])"))
@@ -395,16 +396,40 @@ _VALUE_START = frozenset(" \t([{'\"")  # what may follow ``return`` before its v
 _DEEP_BLOCK = re.compile(r"\n[ \t]{19,}(?:async[ \t]+)?(?:for|while|try|with)\b")
 _BLOCK = re.compile(r"\n([ \t]*)(?:async[ \t]+)?(?:for|while|try|with)\b")
 _MAX_BLOCKS = 20  # CPython's CO_MAXBLOCKS: loops, try and with statements nested in one scope
+# Strings (any prefix: none changes where one ends) and comments, to tell a ``*`` or
+# ``nonlocal`` that starts a statement from one in a docstring's bullet list.
+_STRING_OR_COMMENT = re.compile(
+    r"#[^\n]*"
+    r"|'''[^'\\]*(?:(?:\\[\s\S]|'(?!''))[^'\\]*)*'''"
+    r'|"""[^"\\]*(?:(?:\\[\s\S]|"(?!""))[^"\\]*)*"""'
+    r"|'[^'\\\n]*(?:\\[\s\S][^'\\\n]*)*'"
+    r'|"[^"\\\n]*(?:\\[\s\S][^"\\\n]*)*"'
+)
+
+
+def _in_code(text: str, patterns: tuple[re.Pattern[str], ...]) -> bool:
+    """Whether a pattern matches with its last character outside strings and comments (an
+    unterminated string counts as code: the compiler is asked)."""
+    hits = [m.end() - 1 for p in patterns for m in p.finditer(text)]
+    if not hits:
+        return False
+    spans = [(m.start(), m.end()) for m in _STRING_OR_COMMENT.finditer(text)]
+    starts = [a for a, _ in spans]
+    for pos in hits:
+        i = bisect.bisect_right(starts, pos) - 1
+        if i < 0 or pos >= spans[i][1]:
+            return True
+    return False
 
 
 def compile_gate(text: str) -> bool:
     """Whether ``text`` goes to CPython's compiler even when ruff flagged nothing.
     Substring tests first: this runs on every file."""
-    if "nonlocal" in text and _NONLOCAL.search(text) is not None:
+    if "nonlocal" in text and _in_code(text, _NONLOCAL):
         return True
     if "__debug__" in text and _DEBUG_KEYWORD.search(text) is not None:
         return True
-    if text.lstrip().startswith("*") or any(p.search(text) is not None for p in _BARE_STAR):
+    if text.lstrip().startswith("*") or _in_code(text, _BARE_STAR):
         return True
     if "{*" in text and _FSTRING_STAR.search(text) is not None:
         return True
