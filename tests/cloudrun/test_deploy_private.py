@@ -123,8 +123,45 @@ def test_the_proxy_enforces_invoker_iam_with_verified_id_tokens(emu: Any, tmp_pa
     assert answer.headers.get("www-authenticate", "").startswith("Bearer")
     assert "x-flightcheck-revision" not in answer.headers  # no revision saw it
 
+    # Canary traffic the front end turns away ends the step with an IAM reason, at once.
+    assert _canary_reason(url, None).startswith("IAM: ")
+    assert "401 Unauthorized" in _canary_reason(url, None)
+    stranger = _key(emu, "canary-stranger@local.iam.gserviceaccount.com", tmp_path)
+    denied = _canary_reason(url, IdTokens(key_file=stranger, redact=lambda _t: None))
+    assert "403 Forbidden" in denied and "canary-stranger@local" in denied, denied
+    assert _canary_reason(url, IdTokens(key_file=outsider, redact=lambda _t: None)) == ""
+
     _bind(emu, "priv-static", "allUsers")
     assert get() == 200  # public now
+
+
+def _canary_reason(url: str, tokens: IdTokens | None) -> str:
+    """One canary step through ``url`` as ``tokens``' identity: the rollback reason, or "" when
+    the thresholds held."""
+    import anyio
+
+    from flightcheck.cloudrun.analysis import Analysis
+    from flightcheck.cloudrun.idtoken import BearerAuth
+    from flightcheck.cloudrun.rollout import StepPlan
+    from flightcheck.lessons.rollback import Thresholds, decide
+    from flightcheck.smoke.runner import Mode
+    from flightcheck.smoke.suite import Case, Defaults, Expect, Request
+
+    def auth(service_url: str, urls: list[str]) -> tuple[httpx.Auth, str] | None:
+        if tokens is None:
+            return None
+        return BearerAuth(tokens, service_url, [service_url, *urls]), tokens.email(service_url)
+
+    analysis = Analysis(
+        cases=[Case(name="root", request=Request(path="/"), expect=Expect(), external=False)],
+        mode=Mode("fake"),
+        defaults=Defaults(), prices={}, request_timeout_s=10, request_rate=50, min_requests=5,
+        step_duration_s=0, max_step_s=20, auth=auth)
+    plan = StepPlan(index=1, percent=100, candidate="priv-static-a", stable=None,
+                    service_url=url, candidate_url=None, stable_url=None)
+    seen = anyio.run(analysis.run_step, plan,
+                     lambda c, s: decide(c, baseline=s, thresholds=Thresholds()))
+    return "; ".join(seen.decision.reasons) if seen.decision.rollback else ""
 
 
 def test_the_token_endpoint_speaks_googles_jwt_bearer_grant(emu: Any, tmp_path: Path) -> None:
@@ -285,7 +322,7 @@ def _cli(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, timeout=120, check=False)
 
 
-@pytest.mark.parametrize("creds", ["none", "user"])
+@pytest.mark.parametrize("creds", ["none", "user", "external"])
 def test_without_credentials_that_mint_id_tokens_nothing_is_built_or_pushed(
     tmp_path: Path, creds: str
 ) -> None:
@@ -296,14 +333,23 @@ def test_without_credentials_that_mint_id_tokens_nothing_is_built_or_pushed(
         user.write_text(json.dumps({"type": "authorized_user", "client_id": "x",
                                     "client_secret": "y", "refresh_token": "z"}))
         env["GOOGLE_APPLICATION_CREDENTIALS"] = str(user)
+    if creds == "external":  # Workload Identity Federation: access tokens only
+        wif = tmp_path / "wif.json"
+        wif.write_text(json.dumps({
+            "type": "external_account", "audience": "//iam.googleapis.com/projects/1/locations/"
+            "global/workloadIdentityPools/p/providers/gh", "subject_token_type":
+            "urn:ietf:params:oauth:token-type:jwt", "token_url": "https://sts.googleapis.com/v1/"
+            "token", "credential_source": {"file": str(tmp_path / "oidc")}}))
+        env["GOOGLE_APPLICATION_CREDENTIALS"] = str(wif)
     out = _cli("deploy", "--config", str(config), "--report-dir", str(tmp_path / "r"),
                cwd=tmp_path, **env)
     text = out.stdout + out.stderr
     assert out.returncode == 2, text
     assert "cannot mint an ID token for the private Cloud Run service" in text, text
     assert "roles/run.invoker" in text and "impersonate-service-account" in text
-    if creds == "user":
-        assert "'authorized_user' credentials file" in text
+    if creds != "none":
+        kind = {"user": "authorized_user", "external": "external_account"}[creds]
+        assert f"'{kind}' credentials file" in text, text
     assert "Traceback" not in text and "[build]" not in text and "pushing" not in text
     assert not (tmp_path / "r").exists()
 

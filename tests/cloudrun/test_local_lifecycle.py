@@ -39,9 +39,10 @@ def cli(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return done
 
 
-def _health(url: str, state: str | Path) -> httpx.Response:
+def _health(url: str, state: str | Path | None) -> httpx.Response:
+    """GET /health, as the local deployer (the service is private) unless ``state`` is None."""
     return httpx.get(url + "/health", timeout=20, trust_env=False,
-                     auth=InvokerAuth(Path(state)))
+                     auth=InvokerAuth(Path(state)) if state is not None else None)
 
 
 def test_cli_start_status_stop_and_state_kept_across_restarts(tmp_path: Path) -> None:
@@ -64,7 +65,7 @@ def test_cli_start_status_stop_and_state_kept_across_restarts(tmp_path: Path) ->
     assert stopped.stdout.startswith("stopped")
     assert local.endpoint(state) is None and not local.status(state).running
     with pytest.raises(httpx.TransportError):
-        _health(svc.uri, state)
+        _health(svc.uri, None)  # nothing listens: no token could change that
 
     api2 = local.ensure_running(state, runtime="process")  # the next deploy finds it as it was
     try:
