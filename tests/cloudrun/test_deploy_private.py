@@ -282,7 +282,14 @@ def test_a_token_for_a_non_invoker_fails_with_an_iam_reason_and_moves_no_traffic
     rc, out, stage, _ = _deploy(emu, tmp_path, "fc-private-2")
     assert rc == 0, out[-3000:]
     before = _split(emu, "fc-private-2")
-    key = _key(emu, "stranger@local.iam.gserviceaccount.com", tmp_path)
+    key = tmp_path / "stranger.json"  # made the way a user makes one: the emulator's CLI
+    made = subprocess.run([sys.executable, "-m", "flightcheck.cli", "emulator", "key",
+                           "stranger@local.iam.gserviceaccount.com", "--out", str(key),
+                           "--state-dir", str(emu.state)],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert made.returncode == 0, made.stderr
+    assert key.stat().st_mode & 0o077 == 0 and json.loads(key.read_text())["token_uri"] == \
+        emu.api.rstrip("/") + "/token"
     rc, out, stage, report_dir = _deploy(emu, tmp_path, "fc-private-2",
                                          GOOGLE_APPLICATION_CREDENTIALS=str(key))
     assert rc == 1, out[-3000:]

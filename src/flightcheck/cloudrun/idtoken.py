@@ -81,6 +81,7 @@ class IdTokens:
                  repro: str = "flightcheck deploy",
                  refresh_margin_s: float = REFRESH_MARGIN_S) -> None:
         self.key_file = key_file
+        self.key_info: dict[str, Any] | None = None  # a key given as its contents (wins)
         self._register = redact
         self.repro = repro
         self.margin = refresh_margin_s
@@ -113,6 +114,9 @@ class IdTokens:
         import google.auth.transport.requests
         from google.oauth2 import id_token, service_account
 
+        if self.key_info is not None:
+            return service_account.IDTokenCredentials.from_service_account_info(  # type: ignore[no-untyped-call]
+                self.key_info, target_audience=audience)
         if self.key_file is not None:
             return service_account.IDTokenCredentials.from_service_account_file(  # type: ignore[no-untyped-call]
                 str(self.key_file), target_audience=audience)

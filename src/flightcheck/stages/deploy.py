@@ -17,6 +17,7 @@ Besides the stage, :func:`dry_run` (``flightcheck deploy --dry-run``) and :func:
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,7 +32,14 @@ from flightcheck import graph
 from flightcheck.cloudrun import images, spec
 from flightcheck.cloudrun.analysis import REVISION_HEADER, Analysis, canary_cases
 from flightcheck.cloudrun.client import Connection, RunV2
-from flightcheck.cloudrun.idtoken import BearerAuth, IdTokens, denied_reason, local_key_file
+from flightcheck.cloudrun.idtoken import (
+    CREDENTIALS_ENV,
+    BearerAuth,
+    IdTokens,
+    denied_reason,
+    local_key_file,
+)
+from flightcheck.cloudrun.local.identity import DEPLOYER_KEY_FILE
 from flightcheck.cloudrun.revision import RevisionRunning
 from flightcheck.cloudrun.rollout import (
     Outcome,
@@ -125,19 +133,25 @@ def id_tokens(ctx: Context) -> IdTokens | None:
 
 
 async def _local_key(ctx: Context, conn: Connection) -> None:
-    """On a local Cloud Run reached by its endpoint: mint with the key of the one that
-    answers there (its state directory says where its deployer key is)."""
+    """On a local Cloud Run reached by its endpoint: unless GOOGLE_APPLICATION_CREDENTIALS
+    names a key it issued, mint with the deployer key of the one that answers there — fetched
+    from its admin API, its token endpoint as this side reaches it (from a container too)."""
     tokens = id_tokens(ctx)
     if tokens is None or tokens.key_file is None or not conn.endpoint:
         return
+    if tokens.key_file.name != DEPLOYER_KEY_FILE or tokens.key_file == Path(
+            os.environ.get(CREDENTIALS_ENV) or "/nonexistent"):
+        return  # a key of the user's choice (GOOGLE_APPLICATION_CREDENTIALS)
     try:
         async with httpx.AsyncClient(trust_env=False) as client:
-            resp = await client.get(conn.endpoint + "/flightcheck/v1/status", timeout=10)
-        state_dir = resp.json().get("state_dir") if resp.status_code == 200 else None
+            resp = await client.get(conn.endpoint + "/flightcheck/v1/deployer-key", timeout=10)
+        info = resp.json() if resp.status_code == 200 else None
     except (httpx.HTTPError, ValueError):
-        state_dir = None
-    if isinstance(state_dir, str) and state_dir:
-        tokens.key_file = local_key_file(Path(state_dir))
+        info = None
+    if isinstance(info, dict) and info.get("token_uri"):
+        info["token_uri"] = conn.reach(str(info["token_uri"]))
+        tokens.key_info = info
+        ctx.redactor.add(str(info.get("private_key", "")))
 
 
 async def _check_identity(ctx: Context) -> None:
@@ -285,9 +299,20 @@ async def run(ctx: Context) -> StageResult:
                                     message=ctx.redactor(exc.what + (f" — {exc.why}" if exc.why
                                                                      else "")),
                                     fix=ctx.redactor(exc.fix) or None))
+        _measure_tokens(ctx, res)
         return res
     _report(ctx, res, outcome, pushed.ref, time.perf_counter() - started)
+    _measure_tokens(ctx, res)
     return res
+
+
+def _measure_tokens(ctx: Context, res: StageResult) -> None:
+    """How often and how fast the private service's ID tokens were minted (never the tokens)."""
+    tokens = id_tokens(ctx)
+    if tokens is None or not tokens.mint_seconds:
+        return
+    res.measure("id_tokens_minted", tokens.minted)
+    res.measure("id_token_mint_ms", round(max(tokens.mint_seconds) * 1000, 1), "ms")
 
 
 def _parity_gate(ctx: Context, res: StageResult, to_deploy: dict[str, str]) -> bool:
@@ -395,7 +420,11 @@ async def _validate(ctx: Context, api: RunV2, url: str, revision: str, mode: Mod
     sub.sidecar = ctx.sidecar
     sub.artifacts[smoke.MODE_ARTIFACT] = mode
     service = await api.get_service()
-    auth_who = _auth_for(ctx)(service.uri if service is not None else url, [url])
+    audience = service.uri if service is not None and service.uri else url
+    tokens = id_tokens(ctx)
+    if tokens is not None:  # mint off the event loop; the auth below then finds it cached
+        await anyio.to_thread.run_sync(tokens.token, audience)
+    auth_who = _auth_for(ctx)(audience, [url])
     auth, who = auth_who if auth_who else (None, "anonymous (no ID token)")
     denied = await _denied(url + ctx.config.health.liveness.path, auth, who)
     if denied:

@@ -26,6 +26,7 @@ Identity (Google's wire shapes, for private services; see :mod:`.identity`):
 
     POST /token                     the JWT-bearer grant with target_audience → {"id_token"}
     GET  /oauth2/v1/certs           the issuer's public keys by key id
+    GET  /flightcheck/v1/deployer-key   the deployer's key file (admin: loopback only)
     POST /v1/projects/P/serviceAccounts/EMAIL/keys   a new key file (base64 privateKeyData)
 """
 
@@ -143,6 +144,7 @@ class Api:
         # Google's identity endpoints, for private services (see .identity)
         r("POST", r"/token", self.token, "")
         r("GET", r"/oauth2/v1/certs", self.certs, "")
+        r("GET", r"/flightcheck/v1/deployer-key", self.deployer_key, "")
         r("POST", r"/v1/projects/(?P<project>[^/]+)/serviceAccounts/(?P<email>[^/]+)/keys",
           self.create_key, "")
 
@@ -404,6 +406,9 @@ class Api:
 
     async def certs(self, req: Request, m: re.Match[str], ints: bool) -> tuple[int, Any]:
         return 200, self.emu.identity.certs()
+
+    async def deployer_key(self, req: Request, m: re.Match[str], ints: bool) -> tuple[int, Any]:
+        return 200, self.emu.identity.deployer_key()
 
     async def create_key(self, req: Request, m: re.Match[str], ints: bool) -> tuple[int, Any]:
         email = m["email"]

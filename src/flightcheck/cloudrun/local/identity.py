@@ -125,6 +125,10 @@ class Identity:
         info["token_uri"] = self.token_uri
         _write_private(path, json.dumps(info, indent=1))
 
+    def deployer_key(self) -> dict[str, str]:
+        """The deployer's key file, as written to ``<state dir>/deployer-key.json``."""
+        return dict(json.loads((self.state_dir / DEPLOYER_KEY_FILE).read_text()))
+
     def create_key(self, email: str) -> dict[str, str]:
         """A new key for ``email`` in Google's service-account key file format."""
         private, public = _new_key()
