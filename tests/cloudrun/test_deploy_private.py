@@ -171,6 +171,15 @@ def test_the_token_endpoint_speaks_googles_jwt_bearer_grant(emu: Any, tmp_path: 
     token = tokens.token("http://127.0.0.1:4242")
     mint_s = time.perf_counter() - started
     assert tokens.token("http://127.0.0.1:4242") == token and tokens.minted == 1  # cached
+    # sent only to the service's own URLs: never to the API, the fake model server, …
+    from flightcheck.cloudrun.idtoken import BearerAuth
+
+    auth = BearerAuth(tokens, "http://127.0.0.1:4242", ["http://127.0.0.1:4242/x"])
+    elsewhere = httpx.get(emu.api + "/flightcheck/v1/status", auth=auth, trust_env=False,
+                          timeout=10)
+    assert elsewhere.status_code == 200 and "authorization" not in elsewhere.request.headers
+    ours = httpx.Request("GET", "http://127.0.0.1:4242/health")
+    assert next(auth.sync_auth_flow(ours)).headers["authorization"] == f"Bearer {token}"
     certs = httpx.get(emu.api + "/oauth2/v1/certs", timeout=10, trust_env=False).json()
     from google.oauth2 import id_token
 
