@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import jsonschema
 import pytest
 from google.auth import crypt, jwt
 from google.iam.v1 import policy_pb2
@@ -29,6 +30,7 @@ from mathcoach_support import REPO
 from flightcheck.cloudrun import local
 from flightcheck.cloudrun.idtoken import IdTokens
 from flightcheck.cloudrun.local.identity import DEPLOYER_KEY_FILE
+from flightcheck.report import json_schema
 
 pytestmark = [pytest.mark.docker]
 
@@ -230,6 +232,7 @@ def _deploy(emu: Any, tmp_path: Path, service: str, **env: str) -> tuple[int, st
     file = report_dir / "flightcheck-report.json"
     assert file.is_file(), f"no report (exit {proc.returncode}):\n{proc.stderr[-3000:]}"
     report = json.loads(file.read_text())
+    jsonschema.validate(report, json_schema())
     stage = next(s for s in report["stages"] if s["name"] == "deploy")
     return proc.returncode, proc.stdout + proc.stderr, stage, report_dir
 
@@ -278,7 +281,10 @@ def test_a_private_service_is_rolled_out_with_a_service_account_key(
     metrics = d["steps"][0]["metrics"][d["revision"]]
     assert metrics["requests"] >= 10 and metrics["statuses"].get("200", 0) == metrics["requests"]
     assert _split(emu, "fc-private") == [(d["revision"], 100)]
-    print(f"private deploy with a service-account key: {seconds:.1f} s")
+    measured = {m["name"]: m["value"] for m in stage["measurements"]}
+    assert measured["id_tokens_minted"] >= 1 and measured["id_token_mint_ms"] > 0
+    print(f"private deploy with a service-account key: {seconds:.1f} s, ID token minted in "
+          f"{measured['id_token_mint_ms']} ms ({measured['id_tokens_minted']} minted)")
     prefix = _token_prefix(emu)
     for text, where in ((out, "the console"), (_files_text(report_dir), "the report dir"),
                         (_files_text(first_dir), "the first report dir")):
