@@ -138,6 +138,11 @@ def deploy(runtime: str, state_dir: Path) -> dict[str, tuple[str, str]]:
     for name, tmpl in templates.items():
         svc = c.services.create_service(parent=PARENT, service_id=name,
                                         service=run_v2.Service(template=tmpl)).result(timeout=300)
+        # Public, as the proxy's routing cost is what is measured (a private service adds the
+        # ID token check: bench_deploy's private numbers).
+        policy = c.services.get_iam_policy(request={"resource": svc.name})
+        policy.bindings.add(role="roles/run.invoker", members=["allUsers"])
+        c.services.set_iam_policy(request={"resource": svc.name, "policy": policy})
         info = httpx.get(f"{api}/flightcheck/v1/revisions/{tmpl.revision}",
                          trust_env=False, timeout=30).json()
         out[name] = (info["endpoint"], svc.uri)

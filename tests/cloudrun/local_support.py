@@ -5,7 +5,7 @@ Imported by tests/cloudrun/test_local_*.py (never a conftest: several exist)."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Generator, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -189,6 +189,7 @@ def tag_uri(svc: run_v2.Service, tag: str) -> str:
 def emulator(state_dir: Path, runtime: str = "docker") -> Iterator[Clients]:
     """A background emulator for a test module; stopped (and checked clean) afterwards."""
     api = local.ensure_running(state_dir, runtime=runtime)
+    _STATES.append(Path(state_dir))
     try:
         yield clients(api)
     finally:
@@ -210,3 +211,39 @@ def error_status(exc: Exception) -> str:
     response = getattr(exc, "response", None)
     assert response is not None, exc
     return response.json()["error"]["status"]
+
+
+class InvokerAuth(httpx.Auth):
+    """A private local service's invoker, as the deploy stage is one: an ID token minted through
+    google-auth with the local Cloud Run's deployer key (or ``key_file``), for the URL called."""
+
+    def __init__(self, state_dir: Path | None = None, *, key_file: Path | None = None) -> None:
+        from flightcheck.cloudrun.idtoken import IdTokens
+        from flightcheck.cloudrun.local.identity import DEPLOYER_KEY_FILE
+
+        assert state_dir is not None or key_file is not None
+        key = key_file or (state_dir / DEPLOYER_KEY_FILE if state_dir else None)
+        self.tokens = IdTokens(key_file=key, redact=lambda _t: None)
+
+    def sync_auth_flow(self, request: httpx.Request
+                       ) -> Generator[httpx.Request, httpx.Response, None]:
+        url = request.url
+        request.headers["Authorization"] = "Bearer " + self.tokens.token(
+            f"{url.scheme}://{url.host}:{url.port}")
+        yield request
+
+
+def state_of(api: str) -> Path:
+    """The state directory of the local Cloud Run answering at ``api``."""
+    return Path(httpx.get(api + "/flightcheck/v1/status", timeout=10,
+                          trust_env=False).json()["state_dir"])
+
+
+_STATES: list[Path] = []
+
+
+def deployer_auth() -> InvokerAuth:
+    """The deployer's ID token for the local Cloud Run ``emulator()`` started last: services
+    made through the API without an allUsers binding are private, as on Google's."""
+    assert _STATES, "no emulator() started"
+    return InvokerAuth(_STATES[-1])

@@ -16,6 +16,7 @@ from local_support import (
     PARENT,
     Clients,
     by_revision,
+    deployer_auth,
     emulator,
     error_status,
     source_template,
@@ -42,7 +43,7 @@ _HTTP = httpx.Client(timeout=20, trust_env=False)  # one client: building one co
 
 
 def _revision_of(url: str) -> str:
-    resp = _HTTP.get(url + "/health")
+    resp = _HTTP.get(url + "/health", auth=deployer_auth())
     assert resp.status_code == 200, resp.text
     return resp.headers["x-flightcheck-revision"]
 

@@ -15,7 +15,14 @@ from typing import Any
 import httpx
 import pytest
 from google.cloud import run_v2
-from local_support import PARENT, clients, push_mathcoach, source_template, template
+from local_support import (
+    PARENT,
+    InvokerAuth,
+    clients,
+    push_mathcoach,
+    source_template,
+    template,
+)
 
 from flightcheck.cloudrun import local
 from flightcheck.cloudrun.local.lifecycle import run_id_for
@@ -32,8 +39,10 @@ def cli(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return done
 
 
-def _health(url: str) -> httpx.Response:
-    return httpx.get(url + "/health", timeout=20, trust_env=False)
+def _health(url: str, state: str | Path | None) -> httpx.Response:
+    """GET /health, as the local deployer (the service is private) unless ``state`` is None."""
+    return httpx.get(url + "/health", timeout=20, trust_env=False,
+                     auth=InvokerAuth(Path(state)) if state is not None else None)
 
 
 def test_cli_start_status_stop_and_state_kept_across_restarts(tmp_path: Path) -> None:
@@ -56,7 +65,7 @@ def test_cli_start_status_stop_and_state_kept_across_restarts(tmp_path: Path) ->
     assert stopped.stdout.startswith("stopped")
     assert local.endpoint(state) is None and not local.status(state).running
     with pytest.raises(httpx.TransportError):
-        _health(svc.uri)
+        _health(svc.uri, None)  # nothing listens: no token could change that
 
     api2 = local.ensure_running(state, runtime="process")  # the next deploy finds it as it was
     try:
@@ -66,7 +75,7 @@ def test_cli_start_status_stop_and_state_kept_across_restarts(tmp_path: Path) ->
         deadline = time.monotonic() + 60  # the instance starts again in the background
         while time.monotonic() < deadline:
             try:
-                resp = _health(svc.uri)
+                resp = _health(svc.uri, state)
                 if resp.status_code == 200:
                     break
             except httpx.TransportError:
@@ -101,7 +110,7 @@ def test_ctrl_c_on_the_foreground_emulator_removes_its_containers(tmp_path: Path
             assert proc.poll() is None and time.monotonic() < deadline, proc.stdout
             time.sleep(0.1)
         svc = _deploy_mathcoach(local.endpoint(state) or "", image)
-        assert _health(svc.uri).status_code == 200
+        assert _health(svc.uri, state).status_code == 200
         assert len(local.containers(state)) == 2  # the revision and its fake-model sidecar
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=60)

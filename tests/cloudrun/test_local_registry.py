@@ -12,7 +12,7 @@ import httpx
 import pytest
 from google.api_core import exceptions
 from google.cloud import run_v2
-from local_support import PARENT, Clients, emulator, push_static, template
+from local_support import PARENT, Clients, deployer_auth, emulator, push_static, template
 
 from flightcheck.cloudrun import local
 
@@ -45,7 +45,7 @@ def test_an_image_only_in_the_registry_is_pulled_by_digest(emu: Clients, docker_
     tmpl = template(ref, "pulled-a", fake_model=False, startup_path="/health")
     svc = emu.services.create_service(parent=PARENT, service_id="pulled",
                                       service=run_v2.Service(template=tmpl)).result(timeout=OP_TIMEOUT)
-    resp = httpx.get(svc.uri + "/health", timeout=10, trust_env=False)
+    resp = httpx.get(svc.uri + "/health", timeout=10, trust_env=False, auth=deployer_auth())
     assert resp.status_code == 200 and resp.headers["x-flightcheck-revision"] == "pulled-a"
     pulled = docker_client.images.get(ref)
     assert pulled.labels.get("fc.test") == unique
@@ -65,4 +65,5 @@ def test_an_image_missing_from_the_registry_fails_the_revision(emu: Clients) -> 
     assert ready.reason == run_v2.Condition.CommonReason.CONTAINER_MISSING
     svc = emu.services.get_service(name=f"{PARENT}/services/missing")
     assert not svc.latest_ready_revision
-    assert httpx.get(svc.uri, timeout=10, trust_env=False).status_code == 503  # nothing serves
+    assert httpx.get(svc.uri, timeout=10, trust_env=False,
+                     auth=deployer_auth()).status_code == 503  # nothing serves

@@ -21,6 +21,7 @@ from local_support import (
     PARENT,
     Clients,
     by_revision,
+    deployer_auth,
     emulator,
     push_mathcoach,
     tag_uri,
@@ -53,7 +54,7 @@ def emu(image: str, state_dir: Path) -> Iterator[Clients]:
 
 def _served_by(url: str, n: int) -> Counter[str]:
     seen: Counter[str] = Counter()
-    with httpx.Client(trust_env=False, timeout=20) as http:
+    with httpx.Client(trust_env=False, timeout=20, auth=deployer_auth()) as http:
         for _ in range(n):
             resp = http.get(url + "/health")
             assert resp.status_code == 200, resp.text
@@ -83,11 +84,13 @@ def test_create_runs_a_ready_revision_serving_the_image(emu: Clients, image: str
     assert svc.uri.startswith("http://127.0.0.1:")
     assert [(s.revision, s.percent) for s in svc.traffic_statuses] == [("mathcoach-a", 100)]
     answer = httpx.post(svc.uri + "/v1/evaluate", json={"expression": "6*7"}, timeout=20,
+                        auth=deployer_auth(),
                         trust_env=False)
     assert answer.status_code == 200 and answer.json()["result"] == "42"
     assert answer.headers["x-flightcheck-revision"] == "mathcoach-a"
     # the AI path goes through the fake model beside the revision
     question = httpx.post(svc.uri + "/v1/questions", json={"topic": "arithmetic"}, timeout=20,
+                          auth=deployer_auth(),
                           trust_env=False)
     assert question.status_code == 200, question.text
 
@@ -133,7 +136,7 @@ def test_traffic_split_is_honoured(emu: Clients) -> None:
 def test_metrics_count_what_the_proxy_served(emu: Clients) -> None:
     since = time.time()
     svc = _service(emu)
-    with httpx.Client(trust_env=False, timeout=20) as http:
+    with httpx.Client(trust_env=False, timeout=20, auth=deployer_auth()) as http:
         for _ in range(10):
             http.get(tag_uri(svc, "candidate") + "/health")
         missing = http.get(tag_uri(svc, "candidate") + "/no-such-path")

@@ -68,7 +68,7 @@ def _rollout(api: RunV2, image: str, tmp_path: Path, name: str, steps: tuple[int
         return Validation(resp.status_code == 200, f"HTTP {resp.status_code}")
 
     rollout = Rollout(api, desired, validator=validate, analyzer=analysis,
-                      settings=Settings(steps=steps, stable_tag=True,
+                      settings=Settings(steps=steps, stable_tag=True, allow_unauthenticated=True,
                                         thresholds=Thresholds(max_error_rate=0.01)))
     return rollout, analysis
 

@@ -16,7 +16,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,8 @@ from google.auth.credentials import AnonymousCredentials
 from google.cloud import run_v2
 
 from flightcheck.cloudrun import local, spec
+from flightcheck.cloudrun.idtoken import IdTokens
+from flightcheck.cloudrun.local.identity import DEPLOYER_KEY_FILE
 from flightcheck.report import json_schema
 
 REPO = Path(__file__).resolve().parents[2]
@@ -92,6 +94,7 @@ class Api:
 def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
     state = tmp_path_factory.mktemp("emulator")
     endpoint = local.ensure_running(state, runtime="docker")
+    _AUTH.append(_Deployer(state))
     try:
         yield Api(endpoint)
     finally:
@@ -125,10 +128,29 @@ def deploy(api: Api, tmp_path: Path, service: str, *args: str, timeout: float = 
     return Deployed(proc.returncode, proc.stderr, stage, report, report_dir)
 
 
+class _Deployer(httpx.Auth):
+    """The local Cloud Run's deployer, as the deploy stage calls a private service: an ID
+    token minted through google-auth with its key, for the URL called."""
+
+    def __init__(self, state: Path) -> None:
+        self.tokens = IdTokens(key_file=state / DEPLOYER_KEY_FILE, redact=lambda _t: None)
+
+    def sync_auth_flow(self, request: httpx.Request
+                       ) -> Generator[httpx.Request, httpx.Response, None]:
+        url = request.url
+        request.headers["Authorization"] = "Bearer " + self.tokens.token(
+            f"{url.scheme}://{url.host}:{url.port}")
+        yield request
+
+
+_AUTH: list[_Deployer] = []
+
+
 def served_by(url: str, n: int = 30) -> dict[str, int]:
-    """Send ``n`` real requests through ``url``; count answers per revision, failures apart."""
+    """Send ``n`` real requests through ``url`` (the services are private: as the deployer);
+    count answers per revision, failures apart."""
     counts: dict[str, int] = {}
-    with httpx.Client(trust_env=False, timeout=20) as client:
+    with httpx.Client(trust_env=False, timeout=20, auth=_AUTH[-1]) as client:
         for _ in range(n):
             resp = client.post(url + "/v1/evaluate", json={"expression": "2+2"})
             key = resp.headers.get("x-flightcheck-revision", "?") if resp.status_code == 200 \

@@ -36,6 +36,7 @@ from typing import Any, Literal
 import anyio
 import httpx
 
+from flightcheck.cloudrun.idtoken import denied_reason
 from flightcheck.cloudrun.rollout import Judge, StepObservation, StepPlan
 from flightcheck.lessons import defaults as lesson_defaults
 from flightcheck.lessons.quality import CANARY_METRICS, QualityMetrics, check_kind, compare
@@ -48,6 +49,8 @@ REVISION_HEADER = "x-flightcheck-revision"
 UNATTRIBUTED = "(unattributed)"
 _TICK_S = 0.05
 MetricsFn = Callable[[float], Any]  # async (since) → the proxy's metrics or None
+# (service URL, the URLs a step sends to) → the auth a private service wants, or None
+AuthFor = Callable[[str, list[str]], "tuple[httpx.Auth, str] | None"]
 
 
 def canary_cases(suite: Suite | None, *, ai_path: str | None, mode: Mode) -> list[Case]:
@@ -195,6 +198,7 @@ class Analysis:
         baseline: QualityMetrics | None = None,
         warn_worse: float = lesson_defaults.QUALITY_WARN_WORSE,
         fail_worse: float = lesson_defaults.QUALITY_FAIL_WORSE,
+        auth: AuthFor | None = None,
     ) -> None:
         if not cases:
             raise ValueError("canary analysis needs at least one case to send")
@@ -215,6 +219,7 @@ class Analysis:
         self.default_model = default_model
         self.redact = redact
         self._metrics = metrics
+        self._auth = auth
         self._log = log or (lambda _line: None)
 
     def _targets(self, plan: StepPlan) -> list[_Target]:
@@ -265,6 +270,8 @@ class Analysis:
             t.revision in (None, plan.stable) for t in targets) and plan.percent < 100
         verdict: list[Decision] = []
         crossed_at: list[float] = []
+        auth_who = self._auth(plan.service_url, [t.url for t in targets]) if self._auth else None
+        auth, who = auth_who if auth_who else (None, "anonymous (no ID token)")
         done = anyio.Event()
         next_slot = [time.perf_counter()]
 
@@ -304,7 +311,7 @@ class Analysis:
                 if value:
                     seen["revision"] = value
 
-            async with httpx.AsyncClient(trust_env=False, follow_redirects=False,
+            async with httpx.AsyncClient(trust_env=False, follow_redirects=False, auth=auth,
                                          event_hooks={"response": [remember]}) as client:
                 runners = {t.url: Runner(
                     client, t.url, mode=self.mode, defaults=self.defaults, prices=self.prices,
@@ -321,6 +328,15 @@ class Analysis:
                     result = await runners[target.url].run_case(next(cases[target.url]))
                     if done.is_set():
                         return  # answered after the verdict: not part of this step
+                    if result.http_status in (401, 403) and result.failed and \
+                            not seen.get("revision"):
+                        # Cloud Run's front end turned the request away (no revision saw it):
+                        # an identity problem, not the candidate's health.
+                        verdict.append(Decision(True, (denied_reason(
+                            result.http_status, target.url, who),)))
+                        crossed_at.append(time.time())
+                        done.set()
+                        return
                     revision = target.revision or seen.get("revision") or UNATTRIBUTED
                     stats.setdefault(revision, RevisionStats()).add(result)
                     evaluate()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 
+import httpx
 from google.cloud import run_v2
 
 from flightcheck.cloudrun.client import CloudRun, CloudRunError
@@ -24,12 +25,13 @@ class RevisionRunning:
     """One revision, reached at ``endpoint`` (its tag URL)."""
 
     def __init__(self, api: CloudRun, revision: str, endpoint: str, *, memory_limit: int,
-                 sidecar_endpoint: str | None = None) -> None:
+                 sidecar_endpoint: str | None = None, auth: httpx.Auth | None = None) -> None:
         self.api = api
         self.revision = revision
         self.endpoint = endpoint.rstrip("/")
         self.memory_limit = memory_limit
         self.sidecar_endpoint = sidecar_endpoint
+        self.auth = auth  # the ID token a private service wants (runtimes.base.request_auth)
         self.started_at = time.time()  # the poll's window starts now: the revision is ready
         self._checked = 0.0
         self._exit: Exit | None = None

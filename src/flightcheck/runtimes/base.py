@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol, runtime_checkable
 
+import httpx
+
 
 @dataclass(frozen=True)
 class Image:
@@ -82,6 +84,13 @@ class Running(Protocol):
     async def stop(self) -> None:
         """Stop and remove; idempotent and safe on every path."""
         ...
+
+
+def request_auth(running: Running) -> httpx.Auth | None:
+    """How requests to ``running`` authenticate: a deployed private revision's tag URL wants an
+    identity token (``RevisionRunning.auth``); everything else needs nothing."""
+    auth = getattr(running, "auth", None)
+    return auth if isinstance(auth, httpx.Auth) else None
 
 
 @runtime_checkable

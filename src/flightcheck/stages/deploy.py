@@ -17,18 +17,29 @@ Besides the stage, :func:`dry_run` (``flightcheck deploy --dry-run``) and :func:
 
 from __future__ import annotations
 
+import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import anyio.to_thread
+import httpx
 from google.cloud import run_v2
 
 from flightcheck import graph
 from flightcheck.cloudrun import images, spec
-from flightcheck.cloudrun.analysis import Analysis, canary_cases
+from flightcheck.cloudrun.analysis import REVISION_HEADER, Analysis, canary_cases
 from flightcheck.cloudrun.client import Connection, RunV2
+from flightcheck.cloudrun.idtoken import (
+    CREDENTIALS_ENV,
+    BearerAuth,
+    IdTokens,
+    denied_reason,
+    local_key_file,
+)
+from flightcheck.cloudrun.local.identity import DEPLOYER_KEY_FILE
 from flightcheck.cloudrun.revision import RevisionRunning
 from flightcheck.cloudrun.rollout import (
     Outcome,
@@ -40,7 +51,7 @@ from flightcheck.cloudrun.rollout import (
 )
 from flightcheck.config import Config, parse_memory
 from flightcheck.context import Context
-from flightcheck.errors import ConfigError, FlightcheckError, StageError, UsageError
+from flightcheck.errors import FlightcheckError, StageError, UsageError
 from flightcheck.lessons import parity, quality
 from flightcheck.lessons.quality import QualityMetrics
 from flightcheck.lessons.rollback import Thresholds
@@ -75,7 +86,7 @@ async def prepare(ctx: Context) -> None:
     against Cloud Run's limits (a bad value stops the run at once, exit 2)."""
     await smoke.prepare_model(ctx)
     _validate_spec(ctx)
-    _refuse_private_cloud_run(ctx)
+    await _check_identity(ctx)
 
 
 def _validate_spec(ctx: Context) -> None:
@@ -86,25 +97,74 @@ def _validate_spec(ctx: Context) -> None:
                   repro=f"flightcheck deploy --dry-run{_config_flag(ctx)}")
 
 
-def _refuse_private_cloud_run(ctx: Context) -> None:
-    """The rollout's own checks (tag-URL health-poll and ai-smoke, the canary traffic) call the
-    service directly without an identity token: on Google's Cloud Run a private service
-    answers them 403 and every deploy would end in a rollback for the wrong reason."""
-    d = ctx.config.deploy
-    if d.target != "cloudrun" or d.allow_unauthenticated or \
-            _options(ctx).api_endpoint or d.api_endpoint:
+TOKENS = "deploy.id_tokens"
+_PREFLIGHT_AUDIENCE = "https://flightcheck.invalid/preflight/"
+
+
+def private(ctx: Context) -> bool:
+    return not ctx.config.deploy.allow_unauthenticated
+
+
+def _local_flavour(ctx: Context) -> bool:
+    endpoint = _options(ctx).api_endpoint or ctx.config.deploy.api_endpoint
+    return ctx.config.deploy.target == "local" or bool(endpoint and endpoint.startswith("http://"))
+
+
+def id_tokens(ctx: Context) -> IdTokens | None:
+    """The run's ID tokens for a private service (None for a public one): the local target
+    mints with a key its local Cloud Run issued, Google's with Application Default
+    Credentials (``cloudrun/idtoken.py``)."""
+    if not private(ctx):
+        return None
+    tokens = ctx.artifacts.get(TOKENS)
+    if isinstance(tokens, IdTokens):
+        return tokens
+    key_file = None
+    if _local_flavour(ctx):
+        from flightcheck.cloudrun.local import DEFAULT_STATE_DIR
+
+        key_file = local_key_file((_options(ctx).state_dir or Path.cwd() / DEFAULT_STATE_DIR)
+                                  .resolve())
+    tokens = IdTokens(key_file=key_file, redact=ctx.redactor.add,
+                      repro=f"flightcheck deploy --target {ctx.config.deploy.target}"
+                            f"{_config_flag(ctx)}")
+    ctx.artifacts[TOKENS] = tokens
+    return tokens
+
+
+async def _local_key(ctx: Context, conn: Connection) -> None:
+    """On a local Cloud Run reached by its endpoint: unless GOOGLE_APPLICATION_CREDENTIALS
+    names a key it issued, mint with the deployer key of the one that answers there — fetched
+    from its admin API, its token endpoint as this side reaches it (from a container too)."""
+    tokens = id_tokens(ctx)
+    if tokens is None or tokens.key_file is None or not conn.endpoint:
         return
-    raise ConfigError(
-        f"{_where(ctx)}: [deploy].allow_unauthenticated = false with target = \"cloudrun\": "
-        "flightcheck cannot check a private Cloud Run service yet",
-        why="the rollout validates the candidate's tag URL and drives canary traffic through the "
-            "service URL itself, and does not send identity tokens yet: Cloud Run would answer "
-            "every check 403",
-        fix="set [deploy].allow_unauthenticated = true if the service is meant to be public; a "
-            "private service cannot be rolled out by flightcheck yet (`flightcheck deploy "
-            "--dry-run` still prints its spec)",
-        repro=f"flightcheck deploy --target cloudrun{_config_flag(ctx)}",
-    )
+    if tokens.key_file.name != DEPLOYER_KEY_FILE or tokens.key_file == Path(
+            os.environ.get(CREDENTIALS_ENV) or "/nonexistent"):
+        return  # a key of the user's choice (GOOGLE_APPLICATION_CREDENTIALS)
+    try:
+        async with httpx.AsyncClient(trust_env=False) as client:
+            resp = await client.get(conn.endpoint + "/flightcheck/v1/deployer-key", timeout=10)
+        info = resp.json() if resp.status_code == 200 else None
+    except (httpx.HTTPError, ValueError):
+        info = None
+    if isinstance(info, dict) and info.get("token_uri"):
+        info["token_uri"] = conn.reach(str(info["token_uri"]))
+        tokens.key_info = info
+        ctx.redactor.add(str(info.get("private_key", "")))
+
+
+async def _check_identity(ctx: Context) -> None:
+    """A private service on Google's Cloud Run: mint one ID token now, before anything is
+    built or pushed — credentials that cannot are a clear error (exit 2), not a rollback for
+    the wrong reason later. (The local target's key is the emulator's; it is checked on use.)"""
+    tokens = id_tokens(ctx)
+    if tokens is None or tokens.key_file is not None:
+        return
+    service = spec.target_of(ctx.config).service
+    await anyio.to_thread.run_sync(tokens.token, _PREFLIGHT_AUDIENCE + service)
+    ctx.log(STAGE, f"identity for the private service: {tokens.email(_PREFLIGHT_AUDIENCE + service)}"
+                   f" (ID token minted in {tokens.mint_seconds[-1] * 1000:.0f} ms)")
 
 
 # --- reaching a target ---------------------------------------------------------------------------
@@ -177,7 +237,7 @@ async def run(ctx: Context) -> StageResult:
     opts = _options(ctx)
     env, fake_port = revision_env(ctx)
     _validate_spec(ctx)  # prepare did already; a stage run on its own must not skip it
-    _refuse_private_cloud_run(ctx)
+    await _check_identity(ctx)
     target = spec.target_of(cfg)
     res.details.update(target=d.target, service=target.service, project=target.project,
                        region=target.region)
@@ -192,6 +252,7 @@ async def run(ctx: Context) -> StageResult:
     conn = await anyio.to_thread.run_sync(lambda: connection(cfg, opts, start=True))
     assert conn is not None
     res.details["api_endpoint"] = conn.endpoint or "https://run.googleapis.com"
+    await _local_key(ctx, conn)
     revision = spec.revision_name(target.service, pushed.ref)
     desired = spec.build_service(cfg, image=pushed.ref, revision=revision, env=env,
                                  sha=await anyio.to_thread.run_sync(spec.git_sha, cfg.source_dir), fake_model_port=fake_port)
@@ -213,7 +274,8 @@ async def run(ctx: Context) -> StageResult:
         step_duration_s=d.canary.step_duration_s, max_step_s=d.canary.max_step_s,
         attribution=attribution, default_model=env.get("AI_MODEL"), redact=ctx.redactor,
         metrics=api.metrics, log=lambda line: ctx.log(STAGE, line),
-        baseline=baseline, warn_worse=cfg.quality.warn_worse, fail_worse=cfg.quality.fail_worse)
+        baseline=baseline, warn_worse=cfg.quality.warn_worse, fail_worse=cfg.quality.fail_worse,
+        auth=_auth_for(ctx))
 
     async def validate(url: str, name: str) -> Validation:
         return await _validate(ctx, api, url, name, mode)
@@ -237,9 +299,20 @@ async def run(ctx: Context) -> StageResult:
                                     message=ctx.redactor(exc.what + (f" — {exc.why}" if exc.why
                                                                      else "")),
                                     fix=ctx.redactor(exc.fix) or None))
+        _measure_tokens(ctx, res)
         return res
     _report(ctx, res, outcome, pushed.ref, time.perf_counter() - started)
+    _measure_tokens(ctx, res)
     return res
+
+
+def _measure_tokens(ctx: Context, res: StageResult) -> None:
+    """How often and how fast the private service's ID tokens were minted (never the tokens)."""
+    tokens = id_tokens(ctx)
+    if tokens is None or not tokens.mint_seconds:
+        return
+    res.measure("id_tokens_minted", tokens.minted)
+    res.measure("id_token_mint_ms", round(max(tokens.mint_seconds) * 1000, 1), "ms")
 
 
 def _parity_gate(ctx: Context, res: StageResult, to_deploy: dict[str, str]) -> bool:
@@ -346,9 +419,19 @@ async def _validate(ctx: Context, api: RunV2, url: str, revision: str, mode: Mod
     sub.provider_env = dict(ctx.provider_env)
     sub.sidecar = ctx.sidecar
     sub.artifacts[smoke.MODE_ARTIFACT] = mode
+    service = await api.get_service()
+    audience = service.uri if service is not None and service.uri else url
+    tokens = id_tokens(ctx)
+    if tokens is not None:  # mint off the event loop; the auth below then finds it cached
+        await anyio.to_thread.run_sync(tokens.token, audience)
+    auth_who = _auth_for(ctx)(audience, [url])
+    auth, who = auth_who if auth_who else (None, "anonymous (no ID token)")
+    denied = await _denied(url + ctx.config.health.liveness.path, auth, who)
+    if denied:
+        return Validation(ok=False, reason=denied, details={"url": url, "access": denied})
     sub.artifacts["running"] = RevisionRunning(
         api, revision, url, memory_limit=parse_memory(ctx.config.deploy.memory),
-        sidecar_endpoint=sidecar)
+        sidecar_endpoint=sidecar, auth=auth)
     stages = (graph.Stage("health-poll", health.run),
               graph.Stage("ai-smoke", smoke.run, needs=("health-poll",)))
     results = await graph.run(sub, stages)
@@ -366,6 +449,33 @@ async def _validate(ctx: Context, api: RunV2, url: str, revision: str, mode: Mod
     if isinstance(quality, int | float) and quality < minimum:
         problems.insert(0, f"quality {quality:.2f} < {minimum:.2f}")
     return Validation(ok=not problems, reason="; ".join(problems), details=details)
+
+
+def _auth_for(ctx: Context) -> Callable[[str, list[str]], tuple[httpx.Auth, str] | None]:
+    """(service URL, URLs to call) → the bearer auth for them and who it says we are; None
+    for a public service. The audience is the service URL: Cloud Run accepts it on every URL
+    of the service (tag URLs too)."""
+    tokens = id_tokens(ctx)
+
+    def auth(service_url: str, urls: list[str]) -> tuple[httpx.Auth, str] | None:
+        if tokens is None:
+            return None
+        return BearerAuth(tokens, service_url, [service_url, *urls]), tokens.email(service_url)
+
+    return auth
+
+
+async def _denied(url: str, auth: httpx.Auth | None, who: str) -> str:
+    """The IAM reason when Cloud Run's front end turns flightcheck away from ``url`` (401/403
+    that no revision answered), else ""."""
+    try:
+        async with httpx.AsyncClient(trust_env=False, follow_redirects=False, auth=auth) as c:
+            resp = await c.get(url, timeout=10)
+    except httpx.HTTPError:
+        return ""  # not an identity answer: health-poll will say what it is
+    if resp.status_code in (401, 403) and REVISION_HEADER not in resp.headers:
+        return denied_reason(resp.status_code, url, who)
+    return ""
 
 
 def _report(ctx: Context, res: StageResult, outcome: Outcome, image: str, seconds: float) -> None:
@@ -409,7 +519,7 @@ async def dry_run(ctx: Context, *, fmt: Literal["yaml", "json"]) -> tuple[str, s
     no build, no push, no emulator started."""
     cfg = ctx.config
     await smoke.prepare_model(ctx)
-    _validate_spec(ctx)  # not the private-service refusal: printing a spec needs no checks
+    _validate_spec(ctx)  # not the identity check: printing a spec needs no ID token
     env, fake_port = revision_env(ctx)
     target = spec.target_of(cfg)
     image = f"{images.repository_for(cfg)}@sha256:<digest of the image this deploy builds and pushes>"

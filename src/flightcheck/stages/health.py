@@ -28,7 +28,7 @@ import httpx
 from flightcheck.config import ProbeConfig
 from flightcheck.context import Context
 from flightcheck.results import Finding, Severity, StageName, StageResult, Status
-from flightcheck.runtimes.base import Exit, Running
+from flightcheck.runtimes.base import Exit, Running, request_auth
 from flightcheck.secrets import excerpt
 
 STAGE: StageName = "health-poll"
@@ -174,6 +174,7 @@ async def wait_ready(
     started_at: float | None = None,
     redact: Redact = _same,
     fail_fast_404: bool = False,
+    auth: httpx.Auth | None = None,
 ) -> ProbeOutcome:
     """Poll ``probe.path`` until it succeeds, the window (+ ``grace_s``) ends, or the service
     dies (``status`` returns an Exit). Never raises for a failing service. ``fail_fast_404``:
@@ -195,7 +196,7 @@ async def wait_ready(
         return time.perf_counter() - started
 
     async with (
-        httpx.AsyncClient(trust_env=False, follow_redirects=False) as client,
+        httpx.AsyncClient(trust_env=False, follow_redirects=False, auth=auth) as client,
         anyio.create_task_group() as tg,
     ):
         if status is not None:
@@ -244,14 +245,15 @@ async def wait_ready(
 
 
 async def check_liveness(endpoint: str, probe: ProbeConfig, *, status: StatusFn | None = None,
-                         redact: Redact = _same) -> ProbeOutcome:
+                         redact: Redact = _same, auth: httpx.Auth | None = None
+                         ) -> ProbeOutcome:
     """Liveness once the service is up: fails only after ``failure_threshold`` failures in a
     row, like Cloud Run, but retried quickly instead of once per period."""
     url = endpoint.rstrip("/") + probe.path
     outcome = ProbeOutcome(path=probe.path, window_s=probe.window_s)
     started = time.perf_counter()
     await anyio.sleep(probe.initial_delay_s)
-    async with httpx.AsyncClient(trust_env=False, follow_redirects=False) as client:
+    async with httpx.AsyncClient(trust_env=False, follow_redirects=False, auth=auth) as client:
         for attempt in range(probe.failure_threshold):
             if status is not None and (exit_ := await status()) is not None:
                 outcome.exit, outcome.ended = exit_, "exited"
@@ -306,7 +308,8 @@ async def run(ctx: Context) -> StageResult:
                    f"{startup.failure_threshold})")
     outcome = await wait_ready(running.endpoint, startup, status=running.status, grace_s=grace,
                                started_at=running.started_at, redact=ctx.redactor,
-                               fail_fast_404=not cfg.strict_cloud_run)
+                               fail_fast_404=not cfg.strict_cloud_run,
+                               auth=request_auth(running))
     res.details["startup"] = _redacted(ctx, outcome.to_json())
     res.measure("startup_window_s", startup.window_s, "s")
     res.measure("time_to_ready_s", None if outcome.ready_after_s is None
@@ -334,7 +337,7 @@ async def run(ctx: Context) -> StageResult:
         res.summary = (f"{startup.path} answers 404 while the server is up: the startup probe "
                        "path does not exist")
         answering = await _answering_paths(running.endpoint, {cfg.liveness.path, *_CANDIDATES},
-                                           min(startup.timeout_s, 2.0))
+                                           min(startup.timeout_s, 2.0), request_auth(running))
         hint = (f"; these paths answer: {', '.join(answering)}" if answering
                 else "; none of the usual health paths answers either")
         await _fail(ctx, res, running, "health.startup-not-found", "probe",
@@ -377,7 +380,7 @@ async def run(ctx: Context) -> StageResult:
     ctx.log(STAGE, f"ready after {outcome.ready_after_s * 1000:.0f} ms "
                    f"({outcome.probes_sent} probes)")
     live = await check_liveness(running.endpoint, cfg.liveness, status=running.status,
-                                redact=ctx.redactor)
+                                redact=ctx.redactor, auth=request_auth(running))
     res.details["liveness"] = _redacted(ctx, live.to_json())
     res.measure("liveness_ok", live.ready)
     if not live.ready:
@@ -396,10 +399,11 @@ async def run(ctx: Context) -> StageResult:
     return res
 
 
-async def _answering_paths(endpoint: str, paths: set[str], timeout_s: float) -> list[str]:
+async def _answering_paths(endpoint: str, paths: set[str], timeout_s: float,
+                           auth: httpx.Auth | None = None) -> list[str]:
     """Which of ``paths`` answer 2xx/3xx (a hint for the startup probe path)."""
     found: list[str] = []
-    async with httpx.AsyncClient(trust_env=False, follow_redirects=False) as client:
+    async with httpx.AsyncClient(trust_env=False, follow_redirects=False, auth=auth) as client:
         for path in sorted(paths, key=lambda p: (p == "/", p)):
             try:
                 resp = await client.get(endpoint.rstrip("/") + path, timeout=timeout_s)

@@ -28,7 +28,7 @@ from flightcheck.fakemodel import SERVER_SCRIPT
 from flightcheck.lessons import parity
 from flightcheck.results import Finding, Severity, StageName, StageResult, Status
 from flightcheck.runtimes._proc import free_port
-from flightcheck.runtimes.base import Running, Sidecar
+from flightcheck.runtimes.base import Running, Sidecar, request_auth
 from flightcheck.smoke.runner import (
     PROVIDER_KEYS,
     CaseResult,
@@ -158,7 +158,8 @@ async def run(ctx: Context) -> StageResult:
 
     prices = {k: Price(input=i, output=o) for k, (i, o) in cfg.prices.items()}
     prices.update(suite.prices)
-    async with httpx.AsyncClient(trust_env=False, follow_redirects=False) as client:
+    async with httpx.AsyncClient(trust_env=False, follow_redirects=False,
+                                 auth=request_auth(running)) as client:
         control = None
         if mode.kind == "fake" and running.sidecar_endpoint:
             control = FakeControl(client, running.sidecar_endpoint)

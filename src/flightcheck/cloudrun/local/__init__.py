@@ -4,7 +4,9 @@ A run_v2 REST server (:mod:`.api`, :mod:`.control`) that runs every revision as 
 on the docker runtime (:mod:`.runner`; the process runtime without a daemon), pulled by digest
 from the local registry (``127.0.0.1:5000``, ``FLIGHTCHECK_LOCAL_REGISTRY``), and serves each
 service URL and tag URL on 127.0.0.1 through a traffic-splitting proxy that records status and
-latency per revision (:mod:`.proxy`, :mod:`.metrics`). It runs in the background
+latency per revision (:mod:`.proxy`, :mod:`.metrics`); a private service's URLs admit only
+invokers with an ID token its Google-shaped issuer minted (:mod:`.identity`). It runs in the
+background
 (:mod:`.lifecycle`): ``ensure_running(state_dir)`` gives its API endpoint, ``stop(state_dir)``
 removes everything it started.
 """

@@ -21,6 +21,13 @@ Admin (not run_v2; used by the rollout and the tests):
     POST /flightcheck/v1/faults {"status": 429, "count": N, "method": "PATCH"}
     POST /flightcheck/v1/permissions {"deny": ["run.services.setIamPolicy"]}
     POST /flightcheck/v1/shutdown
+
+Identity (Google's wire shapes, for private services; see :mod:`.identity`):
+
+    POST /token                     the JWT-bearer grant with target_audience → {"id_token"}
+    GET  /oauth2/v1/certs           the issuer's public keys by key id
+    GET  /flightcheck/v1/deployer-key   the deployer's key file (admin: loopback only)
+    POST /v1/projects/P/serviceAccounts/EMAIL/keys   a new key file (base64 privateKeyData)
 """
 
 from __future__ import annotations
@@ -45,6 +52,7 @@ from flightcheck.cloudrun.local._http import (
 )
 from flightcheck.cloudrun.local.control import Emulator, Operation, to_dict
 from flightcheck.cloudrun.local.errors import STATUS, ApiError, invalid, not_found
+from flightcheck.cloudrun.local.identity import key_file_payload
 from flightcheck.cloudrun.local.metrics import VIA_SERVICE, VIA_TAG
 
 _P = r"(?P<parent>projects/[^/]+/locations/[^/]+)"
@@ -133,6 +141,12 @@ class Api:
         r("POST", r"/flightcheck/v1/faults", self.set_faults, "")
         r("POST", r"/flightcheck/v1/permissions", self.set_permissions, "")
         r("POST", r"/flightcheck/v1/shutdown", self.shutdown, "")
+        # Google's identity endpoints, for private services (see .identity)
+        r("POST", r"/token", self.token, "")
+        r("GET", r"/oauth2/v1/certs", self.certs, "")
+        r("GET", r"/flightcheck/v1/deployer-key", self.deployer_key, "")
+        r("POST", r"/v1/projects/(?P<project>[^/]+)/serviceAccounts/(?P<email>[^/]+)/keys",
+          self.create_key, "")
 
     def _route(self, method: str, pattern: str, handler: Handler, permission: str) -> None:
         self._routes.append((method, re.compile(f"^{pattern}$"), handler, permission))
@@ -386,6 +400,21 @@ class Api:
         else:
             self.faults.append(Fault(status, count, str(method).upper() if method else None))
         return 200, {"faults": [f.__dict__ for f in self.faults]}
+
+    async def token(self, req: Request, m: re.Match[str], ints: bool) -> tuple[int, Any]:
+        return self.emu.identity.token(req.body)
+
+    async def certs(self, req: Request, m: re.Match[str], ints: bool) -> tuple[int, Any]:
+        return 200, self.emu.identity.certs()
+
+    async def deployer_key(self, req: Request, m: re.Match[str], ints: bool) -> tuple[int, Any]:
+        return 200, self.emu.identity.deployer_key()
+
+    async def create_key(self, req: Request, m: re.Match[str], ints: bool) -> tuple[int, Any]:
+        email = m["email"]
+        if "@" not in email:
+            raise invalid(f"{email!r} is not a service account's email")
+        return 200, key_file_payload(self.emu.identity.create_key(email))
 
     async def set_permissions(self, req: Request, m: re.Match[str], ints: bool
                               ) -> tuple[int, Any]:

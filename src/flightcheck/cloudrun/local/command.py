@@ -1,4 +1,4 @@
-"""``flightcheck emulator start|status|stop|serve``: the local Cloud Run from the command line."""
+"""``flightcheck emulator start|status|stop|key|serve``: the local Cloud Run from the command line."""
 
 from __future__ import annotations
 
@@ -81,6 +81,36 @@ def stop(state_dir: StateDirOpt = None) -> None:
             "was not running: it had died" if died else "was not running")
     extra = f"; removed {leftovers} leftover container(s)" if leftovers else ""
     typer.echo(f"{what} (state {was.state_dir}){extra}")
+
+
+@emulator_app.command("key")
+def key(
+    email: Annotated[str, typer.Argument(help="the service account, NAME@PROJECT.iam.gserviceaccount.com")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="where to write the key file")],
+    state_dir: StateDirOpt = None,
+) -> None:
+    """A service-account key file the running local Cloud Run issues ID tokens for (its
+    token_uri is the emulator's Google-shaped token endpoint): deploy a private service as that
+    identity with GOOGLE_APPLICATION_CREDENTIALS=FILE. Grant it roles/run.invoker to let it in."""
+    import base64
+    import os
+
+    import httpx
+
+    api = lifecycle.endpoint(state_dir)
+    if api is None:
+        typer.echo("error: the local Cloud Run is not running; start it: flightcheck emulator "
+                   "start", err=True)
+        raise typer.Exit(1)
+    resp = httpx.post(f"{api}/v1/projects/-/serviceAccounts/{email}/keys", timeout=30,
+                      trust_env=False)
+    if resp.status_code != 200:
+        typer.echo(f"error: {resp.json().get('error', {}).get('message', resp.text)}", err=True)
+        raise typer.Exit(1)
+    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # a private key inside
+    with os.fdopen(fd, "wb") as f:
+        f.write(base64.b64decode(resp.json()["privateKeyData"]))
+    typer.echo(f"wrote a key for {email} to {out} (owner-only)")
 
 
 @emulator_app.command("serve")

@@ -34,6 +34,7 @@ from google.longrunning import operations_pb2
 from google.protobuf import field_mask_pb2, json_format, timestamp_pb2
 
 from flightcheck.cloudrun.local.errors import ApiError, invalid, not_found
+from flightcheck.cloudrun.local.identity import DEPLOYER, Identity, Rejected
 from flightcheck.cloudrun.local.metrics import VIA_SERVICE, VIA_TAG, Metrics
 from flightcheck.cloudrun.local.proxy import Listener, Proxy, Route, Upstream
 from flightcheck.cloudrun.local.runner import (
@@ -112,6 +113,9 @@ def _duration_s(value: Any, default: float) -> float:
     return seconds or default
 
 
+_INVOKER = "roles/run.invoker"
+
+
 @dataclass
 class Operation:
     op: operations_pb2.Operation
@@ -162,6 +166,8 @@ class Emulator:
         self.runner = runner
         self.log = log
         self.proxy = Proxy()
+        self.identity = Identity(state_dir)
+        self.proxy.gate = self.invoker_gate
         self.services: dict[str, Svc] = {}
         self.revisions: dict[str, Rev] = {}
         self.operations: dict[str, Operation] = {}
@@ -221,6 +227,7 @@ class Emulator:
 
     async def load(self) -> None:
         """Restore a saved state: the same URLs, the same routes; instances start again."""
+        self.identity.load()
         try:
             data = json.loads(self.state_file.read_text())
         except (OSError, ValueError):
@@ -886,6 +893,32 @@ class Emulator:
         self.iam[resource] = policy
         self.save()
         return policy
+
+    def invoker_gate(self, listener: Listener, authorization: bytes | None
+                     ) -> tuple[int, str] | None:
+        """Cloud Run's invoker check in front of a service URL or tag URL: None lets the
+        request through; else (401, why) without a valid ID token for this service, (403, why)
+        when its identity holds no roles/run.invoker here."""
+        policy = self.iam.get(listener.service)
+        members = {m for b in (policy.bindings if policy is not None else ())
+                   if b.role == _INVOKER for m in b.members}
+        if "allUsers" in members:
+            return None
+        s = self.services.get(listener.service)
+        ports = {listener.port}
+        if s is not None and s.listener is not None:
+            ports.add(s.listener.port)
+        try:
+            claims = self.identity.verify(authorization, ports)
+        except Rejected as exc:
+            return exc.status, exc.message
+        email = str(claims.get("email", ""))
+        if email == DEPLOYER or "allAuthenticatedUsers" in members or \
+                f"serviceAccount:{email}" in members or f"user:{email}" in members:
+            return None
+        return 403, (f"{email or 'this identity'} may not invoke "
+                     f"{listener.service.rsplit('/', 1)[-1]}: it has no {_INVOKER} binding "
+                     "(run.routes.invoke)")
 
     def test_iam(self, resource: str, permissions: list[str]) -> list[str]:
         self.service(resource)

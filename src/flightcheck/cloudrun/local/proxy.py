@@ -15,7 +15,7 @@ import bisect
 import contextlib
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from flightcheck.cloudrun.local._http import (
@@ -170,6 +170,13 @@ class Listener:
                        writer: asyncio.StreamWriter) -> bool:
         """Relay one request; False when the client connection must close afterwards."""
         started = time.perf_counter()
+        gate = self.proxy.gate
+        if gate is not None:
+            denied = gate(self, req.header(b"authorization"))
+            if denied is not None:
+                writer.write(_denied(*denied, keep_alive=req.keep_alive))
+                await writer.drain()
+                return req.keep_alive
         name = self.route.pick()
         if name is None:
             writer.write(_plain(503, f"no revision of {self._what()} is serving traffic",
@@ -336,11 +343,25 @@ def _plain(status: int, text: str, keep_alive: bool, revision: str | None = None
                           keep_alive=keep_alive, extra=extra)
 
 
+def _denied(status: int, why: str, *, keep_alive: bool) -> bytes:
+    """Cloud Run's answer to a caller IAM turned away: no revision saw the request."""
+    word = "Unauthorized" if status == 401 else "Forbidden"
+    extra = [(b"www-authenticate", b'Bearer error="invalid_token"')] if status == 401 else None
+    return response_bytes(status, f"Error: {word}\n{why}\n".encode(),
+                          content_type=b"text/plain; charset=utf-8", keep_alive=keep_alive,
+                          extra=extra)
+
+
+# (listener, the request's Authorization header) → None to let it through, or (status, why)
+Gate = Callable[["Listener", bytes | None], tuple[int, str] | None]
+
+
 class Proxy:
     """Every listener of the emulator and the upstream of every running revision."""
 
     def __init__(self) -> None:
         self.upstreams: dict[str, Upstream] = {}
+        self.gate: Gate | None = None  # the invoker check; None lets every request through
 
     def add_upstream(self, up: Upstream) -> None:
         old = self.upstreams.get(up.key)

@@ -87,6 +87,7 @@ async def serve(state_dir: Path, *, port: int = 0, runtime: str = "auto",
                                  fix="choose another --port, or 0 for a free one") from None
             api_port = await api.start(0)
         emu.ports[API_PORT_KEY] = api_port
+        emu.identity.serve_at(f"http://127.0.0.1:{api_port}")
         emu.save()
         info.write_text(json.dumps({
             "pid": os.getpid(), "api": f"http://127.0.0.1:{api_port}", "port": api_port,
