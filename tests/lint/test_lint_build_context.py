@@ -65,3 +65,19 @@ def test_near_misses(tmp_path: Path) -> None:
     write(clean, {"Dockerfile": DOCKERFILE, "app/__main__.py": "x = 1\n",
                   ".env.example": "OPENAI_API_KEY=\n", "requirements.txt": ""})
     assert _fc806(clean) == set()
+
+
+def test_flightchecks_own_state_is_not_linted_but_kept_out_of_the_image(tmp_path: Path) -> None:
+    """The local Cloud Run keeps its issuer's private key under .flightcheck/: not a finding of
+    the service's code, but nothing an image should carry."""
+    write(tmp_path, {"Dockerfile": DOCKERFILE, "app/__init__.py": "", "requirements.txt": ""})
+    key = tmp_path / ".flightcheck" / "emulator" / "identity" / "issuer.json"
+    key.parent.mkdir(parents=True)
+    key.write_text('{"private_key": "-----BEGIN PRIVATE KEY-----\\nMIIEv' + "A" * 200
+                   + '\\n-----END PRIVATE KEY-----\\n"}')
+    report = lint_paths(tmp_path, [tmp_path], LintConfig(exclude=[]))
+    assert [f.code for f in report.findings if f.code.startswith("FC3")] == []
+    (finding,) = [f for f in report.findings if f.code == "FC806"]
+    assert ".flightcheck" in finding.message
+    (tmp_path / ".dockerignore").write_text(".flightcheck\n")
+    assert _fc806(tmp_path) == set()

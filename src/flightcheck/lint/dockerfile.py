@@ -358,7 +358,8 @@ def whole_context_copies(instructions: Iterable[Instruction]) -> list[int]:
 
 def context_offenders(context: Path, pycache: Iterable[str]) -> list[str]:
     """What a build context should not send: secrets (.env), history (.git), a host virtualenv
-    (.venv) and bytecode (__pycache__, which changes on every run and busts the cache)."""
+    (.venv), bytecode (__pycache__, which changes on every run and busts the cache) and
+    flightcheck's own state (.flightcheck: the local Cloud Run's keys, rewritten every deploy)."""
     found: list[str] = []
     try:
         entries = sorted(context.iterdir())
@@ -366,7 +367,8 @@ def context_offenders(context: Path, pycache: Iterable[str]) -> list[str]:
         return found
     for entry in entries:
         name = entry.name
-        if name == ".git" or (name in (".venv", "venv") and (entry / "pyvenv.cfg").exists()):
+        if name in (".git", ".flightcheck") or (
+                name in (".venv", "venv") and (entry / "pyvenv.cfg").exists()):
             found.append(name)
         elif (name == ".env" or name.startswith(".env.")) and entry.is_file() and \
                 not name.endswith(_ENV_TEMPLATES):

@@ -74,7 +74,8 @@ from flightcheck.results import Finding, Severity
 # Directories never worth scanning, whatever the config says.
 _SKIP_DIRS = frozenset(
     {".git", ".hg", ".svn", "__pycache__", ".mypy_cache", ".pytest_cache", ".ruff_cache",
-     ".tox", ".nox", "node_modules", ".venv", ".eggs", ".idea", ".vscode"}
+     ".tox", ".nox", "node_modules", ".venv", ".eggs", ".idea", ".vscode",
+     ".flightcheck"}  # flightcheck's own state: the local Cloud Run's keys, baselines
 )
 _CONFIG_SUFFIXES = frozenset(
     {".env", ".yaml", ".yml", ".toml", ".json", ".ini", ".cfg", ".conf", ".properties", ".sh",

@@ -386,12 +386,13 @@ _RULES: tuple[Rule, ...] = (
         "dockerfile",
         "warning",
         "`COPY .` takes the whole build context into the image, and this one holds `.env`, "
-        "`.git`, a `.venv` or `__pycache__` that no .dockerignore excludes: secrets and history "
-        "ship in a layer, and every change to them rebuilds it.",
-        "Add a .dockerignore beside the Dockerfile: `.git`, `.venv`, `**/__pycache__`, `.env*` "
-        "(keep `!.env.example` if you need it).",
+        "`.git`, a `.venv`, `__pycache__` or `.flightcheck` (the local Cloud Run's keys and "
+        "state) that no .dockerignore excludes: secrets and history ship in a layer, and every "
+        "change to them rebuilds it.",
+        "Add a .dockerignore beside the Dockerfile: `.git`, `.venv`, `**/__pycache__`, `.env*`, "
+        "`.flightcheck` (keep `!.env.example` if you need it).",
         "COPY . /app   # context: .env, .git, app/__pycache__, no .dockerignore",
-        "# .dockerignore\n.git\n.venv\n**/__pycache__\n.env*",
+        "# .dockerignore\n.git\n.venv\n**/__pycache__\n.env*\n.flightcheck",
         checked_by="flightcheck: the Dockerfile's COPY/ADD of the context against the context "
         "and its .dockerignore",
     ),

@@ -200,9 +200,10 @@ def _dockerfile(plan: Plan, facts: dockerfile_mod.DockerFacts | None, name: str 
                   'add one, e.g. CMD ["python", "-m", "app"]')
     plan.say("dependencies", "; ".join(facts.installs) if facts.installs else "no pip/uv install step found")
     if not (plan.root / ".dockerignore").is_file():
-        plan.note("no .dockerignore: flightcheck-report/, .venv and .git become part of the build context "
-                  "(a new image tag after every run, secrets in the image)",
-                  "add a .dockerignore listing flightcheck-report, .venv, .git, __pycache__")
+        plan.note("no .dockerignore: flightcheck-report/, .flightcheck/, .venv and .git become part of "
+                  "the build context (a new image tag after every run, secrets in the image)",
+                  "add a .dockerignore listing flightcheck-report, .flightcheck, .venv, .git, "
+                  "__pycache__")
     if lnch.kind == "unknown" and facts.argv:
         plan.note(f"init does not know the command {' '.join(lnch.argv or facts.argv)!r}: port and app "
                   "were taken from the source", "check [service].port")
