@@ -5,7 +5,7 @@ Imported by tests/cloudrun/test_local_*.py (never a conftest: several exist)."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Generator, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,6 +16,7 @@ from config_support import REPO_CONFIG
 from google.api_core.client_options import ClientOptions
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import run_v2
+from invoker_support import InvokerAuth
 from mathcoach_support import REPO
 
 from flightcheck.cloudrun import images, local, spec
@@ -211,26 +212,6 @@ def error_status(exc: Exception) -> str:
     response = getattr(exc, "response", None)
     assert response is not None, exc
     return response.json()["error"]["status"]
-
-
-class InvokerAuth(httpx.Auth):
-    """A private local service's invoker, as the deploy stage is one: an ID token minted through
-    google-auth with the local Cloud Run's deployer key (or ``key_file``), for the URL called."""
-
-    def __init__(self, state_dir: Path | None = None, *, key_file: Path | None = None) -> None:
-        from flightcheck.cloudrun.idtoken import IdTokens
-        from flightcheck.cloudrun.local.identity import DEPLOYER_KEY_FILE
-
-        assert state_dir is not None or key_file is not None
-        key = key_file or (state_dir / DEPLOYER_KEY_FILE if state_dir else None)
-        self.tokens = IdTokens(key_file=key, redact=lambda _t: None)
-
-    def sync_auth_flow(self, request: httpx.Request
-                       ) -> Generator[httpx.Request, httpx.Response, None]:
-        url = request.url
-        request.headers["Authorization"] = "Bearer " + self.tokens.token(
-            f"{url.scheme}://{url.host}:{url.port}")
-        yield request
 
 
 def state_of(api: str) -> Path:

@@ -16,7 +16,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Generator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,10 +27,9 @@ import pytest
 from google.api_core.client_options import ClientOptions
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import run_v2
+from invoker_support import InvokerAuth
 
 from flightcheck.cloudrun import local, spec
-from flightcheck.cloudrun.idtoken import IdTokens
-from flightcheck.cloudrun.local.identity import DEPLOYER_KEY_FILE
 from flightcheck.report import json_schema
 
 REPO = Path(__file__).resolve().parents[2]
@@ -94,7 +93,7 @@ class Api:
 def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
     state = tmp_path_factory.mktemp("emulator")
     endpoint = local.ensure_running(state, runtime="docker")
-    _AUTH.append(_Deployer(state))
+    _AUTH.append(InvokerAuth(state))
     try:
         yield Api(endpoint)
     finally:
@@ -128,22 +127,7 @@ def deploy(api: Api, tmp_path: Path, service: str, *args: str, timeout: float = 
     return Deployed(proc.returncode, proc.stderr, stage, report, report_dir)
 
 
-class _Deployer(httpx.Auth):
-    """The local Cloud Run's deployer, as the deploy stage calls a private service: an ID
-    token minted through google-auth with its key, for the URL called."""
-
-    def __init__(self, state: Path) -> None:
-        self.tokens = IdTokens(key_file=state / DEPLOYER_KEY_FILE, redact=lambda _t: None)
-
-    def sync_auth_flow(self, request: httpx.Request
-                       ) -> Generator[httpx.Request, httpx.Response, None]:
-        url = request.url
-        request.headers["Authorization"] = "Bearer " + self.tokens.token(
-            f"{url.scheme}://{url.host}:{url.port}")
-        yield request
-
-
-_AUTH: list[_Deployer] = []
+_AUTH: list[InvokerAuth] = []
 
 
 def served_by(url: str, n: int = 30) -> dict[str, int]:
