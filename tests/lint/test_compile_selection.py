@@ -124,7 +124,8 @@ def test_compiler_errors_are_reported_with_the_compilers_words(tmp_path: Path, s
 def test_a_file_nothing_flags_is_not_compiled(tmp_path: Path) -> None:
     """The speed half of the design: clean code never reaches the compiler."""
     (tmp_path / "clean.py").write_text("def add(a: int, b: int) -> int:\n    return a + b\n")
-    (tmp_path / "scoped.py").write_text("def f():\n    x = 1\n    def g():\n        nonlocal x\n")
+    (tmp_path / "scoped.py").write_text(
+        "def f():\n    x = 1\n    def g():\n        print(x)\n        nonlocal x\n")
     ruff = find_tool("ruff")
     assert ruff is not None
     tasks = [worker.Task(str(p), p.name, "python", False) for p in sorted(tmp_path.glob("*.py"))]
@@ -136,7 +137,7 @@ def test_a_file_nothing_flags_is_not_compiled(tmp_path: Path) -> None:
     assert run.to_compile == set()
     gated = {p.name for p in tmp_path.glob("*.py") if compile_gate(p.read_text())}
     assert gated == {"scoped.py"}
-    assert compile_check("scoped.py", (tmp_path / "scoped.py").read_text()) is None
+    assert compile_check("scoped.py", (tmp_path / "scoped.py").read_text()) is not None
 
 
 def test_without_ruff_every_file_is_compiled(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -169,7 +170,15 @@ def test_when_ruff_fails_every_file_is_compiled(tmp_path: Path, monkeypatch: pyt
     ('s = "\\" "\n*x\n', True),  # an escaped quote does not end the string
     ('s = r"""a\\""""""\n* b\n', True),  # nor in a raw one
     ("# nonlocal x\nx = 1\n", False),
-    ("def f():\n    x = 1\n    def g():\n        nonlocal x\n", True),
+    ("def f():\n    x = 1\n    def g():\n        nonlocal x\n        x = 2\n", False),
+    ("def f():\n    x = 1\n    def g():\n        print(x)\n        nonlocal x\n", True),
+    ("def f():\n    x = 1\n    def g():\n        nonlocal x\n        x: int = 2\n", True),
+    # the annotation after a nested def is still in g's scope
+    ("def f():\n    x = 1\n    def g():\n        nonlocal x\n        def h():\n"
+     "            pass\n        x: int = 2\n", True),
+    ("def f():\n    x = 1\n    def g(x): nonlocal x\n", True),
+    ("def f():\n    x = 1\n    def g():\n        nonlocal x\n        if (x := 2):\n"
+     "            pass\n", False),
     ('def f():\n    """\n    nonlocal x\n    """\n', False),
     ('s = """abc\n* x\n', True),  # unterminated: the compiler is asked
     ("x = (1\n     * 2)\n", True),  # a continuation looks like a statement: compiled, harmless

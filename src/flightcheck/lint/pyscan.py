@@ -13,7 +13,7 @@ import ast
 import bisect
 import re
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -410,14 +410,50 @@ _STRING_OR_COMMENT = re.compile(
 def _in_code(text: str, patterns: tuple[re.Pattern[str], ...]) -> bool:
     """Whether a pattern matches with its last character outside strings and comments (an
     unterminated string counts as code: the compiler is asked)."""
-    hits = [m.end() - 1 for p in patterns for m in p.finditer(text)]
+    return next(_code_hits(text, patterns), None) is not None
+
+
+def _code_hits(text: str, patterns: tuple[re.Pattern[str], ...]) -> Iterator[re.Match[str]]:
+    """The matches whose last character is outside strings and comments."""
+    hits = [m for p in patterns for m in p.finditer(text)]
     if not hits:
-        return False
+        return
     spans = [(m.start(), m.end()) for m in _STRING_OR_COMMENT.finditer(text)]
     starts = [a for a, _ in spans]
-    for pos in hits:
+    for m in hits:
+        pos = m.end() - 1
         i = bisect.bisect_right(starts, pos) - 1
         if i < 0 or pos >= spans[i][1]:
+            yield m
+
+
+_NONLOCAL_NAMES = re.compile(r"\s*(\w+(?:[ \t]*,[ \t]*\w+)*)")
+_SCOPE = re.compile(r"^([ \t]*)(?:async[ \t]+)?(?:def|class)\b", re.MULTILINE)
+
+
+def _nonlocal_misuse(text: str) -> bool:
+    """A ``nonlocal`` statement whose names appear in its scope before it (used or assigned
+    before the declaration) or are annotated after it: the compiler's errors ruff does not
+    mirror. Any doubt (no enclosing ``def`` found, a name in a comment or string) says yes."""
+    for m in _code_hits(text, _NONLOCAL):
+        names = _NONLOCAL_NAMES.match(text, m.end())
+        line_start = text.rfind("\n", 0, m.start()) + 1
+        line = text[line_start:m.end()]
+        indent = len(line) - len(line.lstrip(" \t"))
+        scope = None
+        for d in _SCOPE.finditer(text, 0, m.start()):
+            if len(d.group(1)) < indent or d.start() >= line_start:
+                scope = d  # the last opener above at a lower indentation (or this line's own)
+        if names is None or scope is None:
+            return True
+        words = r"\b(?:" + "|".join(re.split(r"[ \t]*,[ \t]*", names.group(1))) + r")\b"
+        if re.compile(words).search(text, scope.end(), m.start()) is not None:
+            return True
+        # the scope's body: up to the next opener at the scope's indentation or less
+        level = len(scope.group(1))
+        end = next((d.start() for d in _SCOPE.finditer(text, names.end())
+                    if len(d.group(1)) <= level), len(text))
+        if re.compile(words + r"[ \t]*:(?!=)").search(text, names.end(), end) is not None:
             return True
     return False
 
@@ -425,7 +461,7 @@ def _in_code(text: str, patterns: tuple[re.Pattern[str], ...]) -> bool:
 def compile_gate(text: str) -> bool:
     """Whether ``text`` goes to CPython's compiler even when ruff flagged nothing.
     Substring tests first: this runs on every file."""
-    if "nonlocal" in text and _in_code(text, _NONLOCAL):
+    if "nonlocal" in text and _nonlocal_misuse(text):
         return True
     if "__debug__" in text and _DEBUG_KEYWORD.search(text) is not None:
         return True
