@@ -66,7 +66,8 @@ def test_haiku_flask_without_health_route_and_a_hard_coded_port(tmp_path: Path) 
     assert 'port=int(os.environ.get("PORT", "5000"))' in out
     assert "no health route: the probes use GET /, which answers without the model" in out
     assert '@app.get("/healthz")' in out and 'def healthz(): return {"status": "ok"}' in out
-    assert "no .dockerignore: flightcheck-report/, .venv and .git become part of the build context" in out
+    assert "no .dockerignore: flightcheck-report/, .flightcheck/, .venv and .git become part of " \
+           "the build context" in out
     assert "werkzeug.serving" in toml["service"]["command"][2]  # a process-runtime start that reads $PORT
     scripted, _, outage = suite["cases"]
     assert scripted["request"]["json"] == {"topic": "fractions"}
