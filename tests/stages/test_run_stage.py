@@ -135,8 +135,12 @@ async def test_oom_at_startup_fails_with_peak_and_limit(
     assert finding.code == "run.oom" and finding.category == "oom"
     assert "allocating 300 MiB" in finding.message
     done = await run.finalize(ctx, res)
-    peak = done.measurement("peak_memory_bytes")
-    assert isinstance(peak, int) and peak >= 0.9 * 128 * MiB
+    # The kill says the limit was reached; the 50 ms sampler may have seen less before the
+    # cgroup vanished, and that sample is kept beside it, never above it.
+    assert done.measurement("peak_memory_bytes") == 128 * MiB
+    assert "peak 128Mi" in res.summary
+    sampled = done.measurement("peak_sampled_bytes")
+    assert sampled is None or 0 < sampled < 128 * MiB
 
 
 @pytest.mark.parametrize("runtime", [pytest.param("docker", marks=pytest.mark.docker), "process"])
