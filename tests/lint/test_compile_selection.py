@@ -181,7 +181,16 @@ def test_when_ruff_fails_every_file_is_compiled(tmp_path: Path, monkeypatch: pyt
      "            pass\n", False),
     ('def f():\n    """\n    nonlocal x\n    """\n', False),
     ('s = """abc\n* x\n', True),  # unterminated: the compiler is asked
-    ("x = (1\n     * 2)\n", True),  # a continuation looks like a statement: compiled, harmless
+    # inside brackets a line starting with * continues an expression: not compiled
+    ("x = (1\n     * 2)\n", False),
+    ("f(a,\n  *b)\n", False),
+    ("x = [\n    1,\n]\n*x\n", True),  # closed again: a statement
+    ('s = "("\n*x\n', True),  # a bracket in a string does not count
+    ("# (\n*x\n", True),  # nor in a comment
+    ("if x: *a\n", True),
+    ("a; *b\n", True),
+    ("d = {1: *a}\n", False),  # inside braces: a parser error, ruff's to report
+    ("x = a \\\n    * b\n", True),  # a backslash continuation: compiled, harmless
 ])
 def test_the_gate_tells_statements_from_strings(source: str, compiled: bool) -> None:
     assert compile_gate(source) is compiled

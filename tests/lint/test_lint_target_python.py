@@ -40,9 +40,9 @@ def test_dockerfile_python_310_rejects_what_311_accepts(tmp_path: Path) -> None:
 
 @pytest.mark.skipif(sys.version_info[:2] != (3, 11), reason="host Python matters here")
 def test_a_newer_target_spares_syntax_this_python_lacks(tmp_path: Path) -> None:
-    # scoped.py goes to the compiler (a line starting with `*` could be a bare starred
-    # statement, which ruff does not flag), which rejects its 3.12 syntax: spared, and said so
-    scoped = "type Alias = int\n\nx = (1\n     * 2)\n"
+    # scoped.py goes to the compiler (tab indentation could mix with spaces, which ruff does
+    # not flag), which rejects its 3.12 syntax: spared, and said so
+    scoped = "type Alias = int\n\nif Alias:\n\tx = 1\n"
     files = {**NEW_SYNTAX, "app/broken.py": "def f(:\n    pass\n", "app/scoped.py": scoped,
              "Dockerfile": "ARG PY=3.12\nFROM python:${PY}-slim\n"}
     write(tmp_path, files)

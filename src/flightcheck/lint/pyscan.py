@@ -381,14 +381,13 @@ def compile_check(rel: str, text: str) -> Raw | None:
 # What CPython's compiler rejects and ruff (with the engine's RUFF_COMPILE_CODES) does not
 # flag, found by running both over CPython's own corpus of invalid code
 # (tests/lint/test_compile_selection.py): an annotated or late ``nonlocal``, ``__debug__`` as a
-# keyword, a bare ``*x`` statement (a docstring's bullets look the same: compiled too), ``{*x}``
+# keyword, a ``*x`` that starts a statement (outside brackets, strings and comments), ``{*x}``
 # in an f-string, ``return x`` in an async generator, tabs mixed into
 # indentation, format specs nested three deep, 20 nested blocks. A file with one of these goes to the compiler whatever ruff says; a pattern
 # here only widens what is compiled, never narrows it.
-_NONLOCAL = (re.compile(r"(?:^|[;:])[ \t]*nonlocal\b", re.MULTILINE),)
+_NONLOCAL = (re.compile(r"nonlocal\b"),)  # a literal first (fast); where it stands: checked after
 _DEBUG_KEYWORD = re.compile(r"__debug__[ \t]*=(?!=)")
 _FSTRING_STAR = re.compile(r"[fF][rR]?(?:'|\")[^\n]*?\{\*|[fF][rR]?(?:'\'\'|\"\"\")")
-_BARE_STAR = (re.compile(r"\n[ \t]*\*(?![*=])"), re.compile(r"[;:][ \t]*\*(?![*=])"))
 _TAB_INDENT = re.compile(r"^ *\t", re.MULTILINE)
 _DEEP_SPEC = re.compile(r"\{[^{}\n]*:\{[^{}\n]*:\{")
 _ASYNC_DEF = re.compile(r"async[ \t]+def\b")
@@ -427,6 +426,38 @@ def _code_hits(text: str, patterns: tuple[re.Pattern[str], ...]) -> Iterator[re.
             yield m
 
 
+# one literal first character each: a character class first is ten times slower to search
+_STAR_STARTS = tuple(re.compile(c + r"[ \t]*\*(?![*=])") for c in ("\n", ":", ";"))
+_OPENERS = ("(", "[", "{")
+_CLOSERS = (")", "]", "}")
+
+
+def _star_starts(text: str) -> list[int]:
+    """Where a ``*`` may start a statement: first on a line, or after ``;`` or ``:``."""
+    return sorted(m.start() for p in _STAR_STARTS for m in p.finditer(text))
+
+
+def _statement_star(text: str) -> bool:
+    """A ``*`` that starts a statement (``*a``, ``*a = b``, ``if x: *a``, ``a; *b``): the
+    compiler rejects those and ruff's parser does not. Inside brackets a line that starts with
+    ``*`` continues an expression (multiplication, an unpacked argument) and a starred
+    expression the grammar forbids there is a parser error ruff reports, so only hits at
+    bracket depth 0 count, with each string and comment reduced to one character first (their
+    bullets and brackets do not count). A backslash continuation still counts (compiled: this
+    may only say yes too often)."""
+    if not _star_starts(text):
+        return False
+    flat = _STRING_OR_COMMENT.sub("_", text)
+    depth, at = 0, 0
+    for pos in _star_starts(flat):
+        part = flat[at:pos]
+        depth += sum(part.count(c) for c in _OPENERS) - sum(part.count(c) for c in _CLOSERS)
+        at = pos
+        if depth <= 0:
+            return True
+    return False
+
+
 _NONLOCAL_NAMES = re.compile(r"\s*(\w+(?:[ \t]*,[ \t]*\w+)*)")
 _SCOPE = re.compile(r"^([ \t]*)(?:async[ \t]+)?(?:def|class)\b", re.MULTILINE)
 
@@ -436,14 +467,15 @@ def _nonlocal_misuse(text: str) -> bool:
     before the declaration) or are annotated after it: the compiler's errors ruff does not
     mirror. Any doubt (no enclosing ``def`` found, a name in a comment or string) says yes."""
     for m in _code_hits(text, _NONLOCAL):
+        before = m.start() - 1
+        while before >= 0 and text[before] in " \t":
+            before -= 1
+        if before >= 0 and text[before] not in "\n;:":
+            continue  # not where a statement starts: part of a longer word or an expression
         names = _NONLOCAL_NAMES.match(text, m.end())
         line_start = text.rfind("\n", 0, m.start()) + 1
-        line = text[line_start:m.end()]
-        indent = len(line) - len(line.lstrip(" \t"))
-        scope = None
-        for d in _SCOPE.finditer(text, 0, m.start()):
-            if len(d.group(1)) < indent or d.start() >= line_start:
-                scope = d  # the last opener above at a lower indentation (or this line's own)
+        lead = text[line_start:m.start()]
+        scope = _enclosing(text, line_start, len(lead) - len(lead.lstrip(" \t")))
         if names is None or scope is None:
             return True
         words = r"\b(?:" + "|".join(re.split(r"[ \t]*,[ \t]*", names.group(1))) + r")\b"
@@ -451,11 +483,25 @@ def _nonlocal_misuse(text: str) -> bool:
             return True
         # the scope's body: up to the next opener at the scope's indentation or less
         level = len(scope.group(1))
-        end = next((d.start() for d in _SCOPE.finditer(text, names.end())
-                    if len(d.group(1)) <= level), len(text))
+        ender = re.compile(r"\n[ \t]{0,%d}(?:async[ \t]+)?(?:def|class)\b" % level)
+        after = ender.search(text, names.end())
+        end = after.start() if after is not None else len(text)
         if re.compile(words + r"[ \t]*:(?!=)").search(text, names.end(), end) is not None:
             return True
     return False
+
+
+def _enclosing(text: str, line_start: int, indent: int) -> re.Match[str] | None:
+    """The ``def``/``class`` that opens the scope of the line at ``line_start``: one on that
+    line (``def f(): nonlocal x``), else the nearest above at a lower indentation."""
+    pos = line_start
+    while True:
+        head = _SCOPE.match(text, pos)
+        if head is not None and (pos == line_start or len(head.group(1)) < indent):
+            return head
+        if pos == 0:
+            return None
+        pos = text.rfind("\n", 0, pos - 1) + 1
 
 
 def compile_gate(text: str) -> bool:
@@ -465,7 +511,7 @@ def compile_gate(text: str) -> bool:
         return True
     if "__debug__" in text and _DEBUG_KEYWORD.search(text) is not None:
         return True
-    if text.lstrip().startswith("*") or _in_code(text, _BARE_STAR):
+    if text.lstrip().startswith("*") or ("*" in text and _statement_star(text)):
         return True
     if "{*" in text and _FSTRING_STAR.search(text) is not None:
         return True
