@@ -483,7 +483,7 @@ def _nonlocal_misuse(text: str) -> bool:
             return True
         # the scope's body: up to the next opener at the scope's indentation or less
         level = len(scope.group(1))
-        ender = re.compile(r"\n[ \t]{0,%d}(?:async[ \t]+)?(?:def|class)\b" % level)
+        ender = re.compile(rf"\n[ \t]{{0,{level}}}(?:async[ \t]+)?(?:def|class)\b")
         after = ender.search(text, names.end())
         end = after.start() if after is not None else len(text)
         if re.compile(words + r"[ \t]*:(?!=)").search(text, names.end(), end) is not None:
