@@ -157,3 +157,26 @@ def test_test_files_skip_the_ast_for_rules_tests_are_exempt_from(tmp_path: Path)
     assert report.parsed == 1
     assert {(f.file, f.code) for f in report.findings} >= {
         ("app.py", "FC406"), ("app.py", "FC304"), ("app.py", "FC701")}
+
+
+def test_urlopen_in_a_test_file_and_async_def_in_a_string_skip_the_ast(tmp_path: Path) -> None:
+    # urlopen feeds FC502 and FC406 only (tests are exempt from both); `async def` in a
+    # docstring starts no call graph. The same lines as code parse and find.
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "tests" / "test_fetch.py").write_text(
+        "from urllib.request import urlopen\n\n\ndef test_fetch() -> None:\n"
+        "    urlopen('http://127.0.0.1:9/')\n")
+    (tmp_path / "doc.py").write_text(
+        'TOPICS = """\nasync def handler():\n    requests.get(url)\n"""\n')
+    report = lint_paths(tmp_path, [tmp_path], LintConfig(exclude=[]))
+    assert report.parsed == 0 and report.findings == []
+    (tmp_path / "fetch.py").write_text(
+        "from urllib.request import urlopen\n\n\ndef fetch() -> bytes:\n"
+        "    return urlopen('http://127.0.0.1:9/').read()\n")
+    (tmp_path / "handler.py").write_text(
+        "import time\n\n\ndef wait() -> None:\n    time.sleep(1)\n\n\n"
+        "async def handler() -> None:\n    wait()\n")
+    report = lint_paths(tmp_path, [tmp_path], LintConfig(exclude=[]))
+    assert report.parsed == 2
+    assert {(f.file, f.code) for f in report.findings} >= {
+        ("fetch.py", "FC502"), ("handler.py", "FC406")}

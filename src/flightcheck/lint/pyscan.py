@@ -124,6 +124,9 @@ LLM_MODULES: tuple[str, ...] = (
 )
 _AI_CODES = frozenset({"FC404", "FC501", "FC502", "FC503", "FC601", "FC212", "FC213"})
 _AI_NEEDLES = ("genai", "generativeai", "urlopen", "generate_content", "embed_content")
+# urlopen matters to FC502 and FC406 only, and tests are exempt from both
+_AI_NEEDLES_TEST = tuple(n for n in _AI_NEEDLES if n != "urlopen")
+_ASYNC_DEF_LINE = (re.compile(r"\n[ \t]*async[ \t]+def\b"),)
 _LLM_METHOD = re.compile(
     r"\.(?:completions|messages|responses|embeddings)\.(?:create|parse|stream)\b|\.chat\.complete"
 )
@@ -274,14 +277,16 @@ class Scanner:
             tops = {m.partition(".")[0] for m in imported}
             need_ai = (
                 bool(tops & _AI_TOPS)
-                or any(n in text for n in _AI_NEEDLES)
+                or any(n in text for n in (_AI_NEEDLES_TEST if is_test else _AI_NEEDLES))
                 or _LLM_METHOD.search(text) is not None  # a client imported from elsewhere
             )
         # The call graph starts in async code; the modules it calls into are read on demand
         # (callgraph.py), so only files with an ``async def`` pay for it here. Tests are exempt
         # from FC406, FC304 and FC701 (rules.TEST_EXEMPT): a test file does not parse for them
         # (a module that async code calls into is still read on demand, test or not).
-        need_graph = self._want_graph and not is_test and "async def" in text
+        # (in code: pydoc's topics, 755 kB of documentation, shows ``async def`` in strings)
+        need_graph = (self._want_graph and not is_test and "async def" in text
+                      and _in_code("\n" + text, _ASYNC_DEF_LINE))
         need_exprs = (
             need_ai
             or need_graph
