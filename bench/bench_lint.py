@@ -11,6 +11,9 @@ alternating:
 * flightcheck lint cold: every category on, an empty cache directory (a fresh interpreter, so
   start-up and imports count; the run writes the cache),
 * flightcheck lint warm: the same tree again with the cache the cold run wrote,
+* flightcheck lint cold without the type gate (``disable = ["type"]``, its own empty cache):
+  the linting pass alone, since the type gate runs a type checker (ty), which a linter does
+  not,
 
 and reports wall time, the ratios, and peak memory (summed RSS of the whole process tree —
 workers, ruff and ty included — sampled every 20 ms). The best of the rounds counts: the
@@ -48,7 +51,7 @@ from pathlib import Path
 from flightcheck.config import LintConfig
 from flightcheck.lint import lint_paths
 root = Path(sys.argv[1])
-report = lint_paths(root, [root], LintConfig(exclude=[]))
+report = lint_paths(root, [root], LintConfig(exclude=[], disable=sys.argv[2:]))
 print(json.dumps({"files": report.files, "lines": report.lines, "parsed": report.parsed,
                   "findings": len(report.findings), "by_category": report.by_category(),
                   "skipped": len(report.skipped), "seconds": report.seconds,
@@ -169,8 +172,8 @@ def main() -> int:
     if ruff is None:
         print("ruff not found (pip install -e '.[dev]')", file=sys.stderr)
         return 2
-    runs: dict[str, list[tuple[float, int]]] = {"ruff": [], "cold": [], "warm": []}
-    cpus: dict[str, list[float]] = {"ruff": [], "cold": [], "warm": []}
+    runs: dict[str, list[tuple[float, int]]] = {"ruff": [], "cold": [], "warm": [], "notype": []}
+    cpus: dict[str, list[float]] = {"ruff": [], "cold": [], "warm": [], "notype": []}
     info: dict[str, dict[str, object]] = {}
     with tempfile.TemporaryDirectory(prefix="fc-bench-lint-") as tmp:
         tree = _copy_stdlib(Path(tmp))
@@ -180,19 +183,21 @@ def main() -> int:
                     str(tree)]
         lint_cmd = [sys.executable, "-c", _LINT, str(tree)]
         for i in range(args.rounds):
-            cache = Path(tmp) / f"cache-{i}"
-            env = {**os.environ, "FLIGHTCHECK_CACHE_DIR": str(cache)}
+            env = {**os.environ, "FLIGHTCHECK_CACHE_DIR": str(Path(tmp) / f"cache-{i}")}
             env.pop("FLIGHTCHECK_NO_CACHE", None)
-            steps = [("ruff", ruff_cmd), ("cold", lint_cmd), ("warm", lint_cmd)]
+            notype_env = {**env, "FLIGHTCHECK_CACHE_DIR": str(Path(tmp) / f"cache-notype-{i}")}
+            envs = {"ruff": None, "cold": env, "warm": env, "notype": notype_env}
+            steps = [("ruff", ruff_cmd), ("cold", lint_cmd), ("warm", lint_cmd),
+                     ("notype", [*lint_cmd, "type"])]
             if i % 2:
-                steps = [steps[1], steps[2], steps[0]]  # cold must precede warm
+                steps = [steps[3], steps[1], steps[2], steps[0]]  # cold must precede warm
             for name, cmd in steps:
-                wall, peak, out, cpu = _timed(cmd, env=env if name != "ruff" else None)
+                wall, peak, out, cpu = _timed(cmd, env=envs[name])
                 runs[name].append((wall, peak))
                 cpus[name].append(cpu)
                 if name != "ruff":
                     info[name] = json.loads(out.strip().splitlines()[-1])
-                print(f"  round {i + 1}: {name:<5} {wall:7.2f} s  {cpu:7.2f} CPU-s  "
+                print(f"  round {i + 1}: {name:<6} {wall:7.2f} s  {cpu:7.2f} CPU-s  "
                       f"peak {peak / 2**20:7.1f} MiB")
         if args.type_checkers:
             _type_checkers(tree, Path(tmp) / "emptyenv")
@@ -202,6 +207,7 @@ def main() -> int:
         "ruff": "ruff check --select ALL (concise)",
         "cold": "flightcheck lint, cold (all checks)",
         "warm": "flightcheck lint, warm (cache)",
+        "notype": "flightcheck lint, cold, type gate off",
     }
     print()
     cpu = {name: min(c) for name, c in cpus.items()}
@@ -219,6 +225,9 @@ def main() -> int:
           f"{'OK' if cold <= TARGET_COLD else 'OVER TARGET'}")
     print(f"warm / cold : {warm:.2f}  (target ≤ {TARGET_WARM})  "
           f"{'OK' if warm <= TARGET_WARM else 'OVER TARGET'}")
+    print(f"without the type gate: cold / ruff {best['notype'] / best['ruff']:.2f} wall, "
+          f"{cpu['notype'] / cpu['ruff']:.2f} CPU-s (the linting pass alone; the target above "
+          "includes the type checker)")
     print(f"peak memory : flightcheck {peaks['cold'] / 2**20:.0f} MiB vs ruff "
           f"{peaks['ruff'] / 2**20:.0f} MiB  {'OK' if memory_ok else 'OVER TARGET'}")
     cold_info = info.get("cold", {})
