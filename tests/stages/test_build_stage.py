@@ -128,3 +128,77 @@ async def test_process_runtime_build_passes(tmp_path: Path) -> None:
     assert res.status is Status.PASS, res
     assert res.details["image"] == str((tmp_path / "hello").resolve())
     assert res.measurement("image_size_bytes") is None
+
+
+def _calls(res: Any) -> list[tuple[str, str | None, int | None]]:
+    return sorted((f.code, f.file, f.line) for f in res.findings if f.category == "type")
+
+
+@pytest.mark.docker
+@pytest.mark.anyio
+async def test_calls_into_the_images_packages_that_fail_whatever_the_input(
+    docker_client: Any, tmp_path: Path
+) -> None:
+    # greetlib 1.2.0 is installed in the image only (not on this host): the build reads it
+    # out of the image and ty judges the service's calls against it
+    ctx = make_ctx(tmp_path, "dependency-calls", "docker", import_check=["app.main"])
+    res = await build.run(ctx)
+    assert res.status is Status.FAIL, (res.summary, res.findings)
+    assert _calls(res) == [("FC902", "app/main.py", 9), ("FC902", "app/main.py", 13)]
+    by_line = {f.line: f.message for f in res.findings}
+    assert "`loud`" in by_line[9] and "the image's greetlib 1.2.0" in by_line[9]
+    assert by_line[13] == "`retry` is not a parameter of Client.send() in the image's greetlib 1.2.0"
+    assert "2 call(s) into the installed dependencies fail" in res.summary
+    assert res.measurement("dependency_calls_failing") == 2
+    # app/__init__.py, app/main.py and the copy of greetlib the Dockerfile installs from
+    assert res.measurement("dependency_check_files") == 3
+    assert "image" in ctx.artifacts  # the image itself built and imports
+
+    # the fixed calls pass, and the summary says what was checked
+    main = tmp_path / "dependency-calls" / "app" / "main.py"
+    main.write_text(main.read_text().replace("loud=True", "shout=True").replace("retry=3", "retries=3"))
+    fixed = await build.run(ctx)
+    assert fixed.status is Status.PASS, fixed
+    assert "calls into the installed dependencies ok (3 file(s), ty)" in fixed.summary
+    assert _calls(fixed) == []
+
+
+@pytest.mark.docker
+@pytest.mark.anyio
+async def test_the_type_gate_turned_off_in_lint_is_off_here_and_says_so(
+    docker_client: Any, tmp_path: Path
+) -> None:
+    ctx = make_ctx(tmp_path, "dependency-calls", "docker")
+    cfg = tmp_path / "flightcheck.toml"
+    cfg.write_text(cfg.read_text() + '\n[lint]\ndisable = ["type"]\n')
+    ctx = Context(loaded=load(cfg), runtime_name="docker")
+    res = await build.run(ctx)
+    assert res.status is Status.PASS, res
+    assert res.summary.endswith("calls into dependencies not checked ([lint] turns the type gate off)")
+    assert res.measurement("dependency_calls_failing") is None
+
+
+@pytest.mark.anyio
+async def test_process_runtime_checks_calls_into_its_interpreters_packages(tmp_path: Path) -> None:
+    # the process runtime runs the service on flightcheck's interpreter: its httpx is the pin
+    import httpx
+
+    ctx = make_ctx(tmp_path, "hello", "process")
+    (tmp_path / "hello" / "fetch.py").write_text(
+        "import httpx\n\n\ndef fetch(url: str) -> str:\n"
+        "    return httpx.get(url, timout=3).text\n\n\n"
+        "def fine(url: str) -> str:\n    return httpx.get(url, timeout=3).text\n")
+    res = await build.run(ctx)
+    assert res.status is Status.FAIL, res
+    [finding] = res.findings
+    assert (finding.code, finding.file, finding.line) == ("FC902", "fetch.py", 5)
+    assert f"the image's httpx {httpx.__version__}" in finding.message
+
+
+@pytest.mark.anyio
+async def test_attached_has_no_packages_to_read_and_says_so(tmp_path: Path) -> None:
+    from flightcheck.runtimes.attached import AttachedRuntime
+    from flightcheck.runtimes.base import Image
+
+    why = await AttachedRuntime.dependency_env(None, Image("attached:x"), tmp_path)  # type: ignore[arg-type]
+    assert isinstance(why, str) and "started elsewhere" in why

@@ -321,6 +321,13 @@ def _discover(root: Path, paths: list[Path], config: LintConfig) -> _Files:
     return files
 
 
+def own_python_files(root: Path, paths: list[Path], config: LintConfig) -> dict[str, str]:
+    """The project's own (non-test) Python files in ``paths``, found as lint finds them:
+    absolute path → path relative to ``root``."""
+    found = _discover(root.resolve(), [p.resolve() for p in paths], config)
+    return {t.path: t.rel for t in found.python if not t.is_test}
+
+
 def _image_hygiene(root: Path, service: Service, files: _Files,
                    parsed: dict[str, list[dockerfile.Instruction]]) -> Iterator[FileResult]:
     """FC806: ``COPY .`` of a context holding .env/.git/.venv/__pycache__ that no

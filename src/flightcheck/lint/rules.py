@@ -449,47 +449,52 @@ _CLOUDRUN_RULES: tuple[Rule, ...] = (
 )
 _TY = ("ty (Astral's type checker) restricted to this rule, on the project's own functions "
        "and modules")
+_TY_DEPS = (_TY + "; after the build, on calls into the packages the image installed (the "
+            "build stage)")
 _TYPE_RULES: tuple[Rule, ...] = (
     Rule(
         "FC901",
         "too-many-positional-arguments",
         "type",
         "error",
-        "The call passes more positional arguments than the project's function takes: it raises "
+        "The call passes more positional arguments than the function takes (the project's own, "
+        "or, checked in the build stage, one of the packages the image installed): it raises "
         "TypeError every time it runs, whatever the input.",
         "Pass what the signature takes (check the definition the message points to), or change "
         "the signature and every caller together.",
         "def greet(name, *, loud=False): ...\ngreet(user, True)",
         "def greet(name, *, loud=False): ...\ngreet(user, loud=True)",
         ("too-many-positional-arguments",),
-        _TY,
+        _TY_DEPS,
     ),
     Rule(
         "FC902",
         "unknown-keyword-argument",
         "type",
         "error",
-        "The call passes a keyword the project's function does not have (or one argument twice): "
-        "TypeError every time it runs.",
+        "The call passes a keyword the function does not have (or one argument twice) — the "
+        "project's own, or, checked in the build stage, the installed version of a dependency "
+        "(`max_token=` for openai's `max_tokens`): TypeError every time it runs.",
         "Use the parameter's real name (a rename that missed a caller is the usual cause).",
         "def ask(prompt, max_tokens=256): ...\nask(q, max_token=512)",
         "def ask(prompt, max_tokens=256): ...\nask(q, max_tokens=512)",
         ("unknown-argument", "parameter-already-assigned"),
-        _TY,
+        _TY_DEPS,
     ),
     Rule(
         "FC903",
         "missing-argument",
         "type",
         "error",
-        "A required argument is missing: TypeError on every call. A real service called "
+        "A required argument is missing (a project function's, or, in the build stage, an "
+        "installed dependency's): TypeError on every call. A real service called "
         "`run_agent(message)` on `def run_agent(user_id, message, metadata)`, and every request "
         "got the generic error text.",
         "Pass every required argument, or give the parameter a default.",
         "def run_agent(user_id, message, metadata): ...\nrun_agent(message)",
         "def run_agent(user_id, message, metadata): ...\nrun_agent(user.id, message, {})",
         ("missing-argument",),
-        _TY,
+        _TY_DEPS,
     ),
     Rule(
         "FC904",

@@ -51,7 +51,7 @@ _DYNAMIC_MODULE = ("__getattr__", "globals()", "sys.modules", "exec(", "setattr(
 
 
 @dataclass
-class _Diagnostic:
+class Diagnostic:
     rule: str
     message: str
     file: str
@@ -131,7 +131,7 @@ class TypeGate:
         if self._error is not None:
             raise RuntimeError(self._error)
         found: dict[str, list[Raw]] = {}
-        for diag in _parse("\n".join(self._output)):
+        for diag in parse_output("\n".join(self._output)):
             rel = self._project_rel(diag.file)
             code = TY_RULES.get(diag.rule)
             if rel is None or code is None or not self._own(diag):
@@ -141,7 +141,7 @@ class TypeGate:
             )
         return found
 
-    def _own(self, diag: _Diagnostic) -> bool:
+    def _own(self, diag: Diagnostic) -> bool:
         """Only what fails for certain, in the project's own code."""
         if diag.rule == "not-callable":
             return _PLAIN_VALUE.search(diag.message) is not None
@@ -243,7 +243,7 @@ class TypeGate:
                 if (body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
                         and isinstance(body[0].value.value, str)):
                     body = body[1:]  # the docstring
-                return not body or all(_empty(stmt) for stmt in body)
+                return not body or all(is_empty_statement(stmt) for stmt in body)
         return False
 
     def kill(self) -> None:
@@ -257,14 +257,14 @@ class TypeGate:
         self._tmp.cleanup()
 
 
-def _parse(text: str) -> list[_Diagnostic]:
+def parse_output(text: str) -> list[Diagnostic]:
     """ty's full output: a header line, its location, then notes with their own locations."""
-    out: list[_Diagnostic] = []
-    current: _Diagnostic | None = None
+    out: list[Diagnostic] = []
+    current: Diagnostic | None = None
     for line in text.splitlines():
         head = _HEAD.match(line)
         if head:
-            current = _Diagnostic(head.group(2), head.group(3), "", 0, 0, [])
+            current = Diagnostic(head.group(2), head.group(3), "", 0, 0, [])
             out.append(current)
             continue
         arrow = _ARROW.match(line)
@@ -277,7 +277,7 @@ def _parse(text: str) -> list[_Diagnostic]:
     return [d for d in out if d.file]
 
 
-def _empty(stmt: ast.stmt) -> bool:
+def is_empty_statement(stmt: ast.stmt) -> bool:
     """``...``, ``pass`` or ``raise NotImplementedError``."""
     if isinstance(stmt, ast.Pass):
         return True

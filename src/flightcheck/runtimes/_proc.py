@@ -156,6 +156,25 @@ if bad:
     sys.exit(1)
 """
 
+# Where the service's interpreter finds installed packages, and its version (JSON on stdout);
+# with a path argument it also writes there a tar of what a type checker reads (sources,
+# stubs, dist-info), so that an image's binaries never leave it.
+SITES_SCRIPT = """\
+import json, os, sys, tarfile
+sites = [p for p in sys.path if p.rstrip("/").endswith(("site-packages", "dist-packages"))]
+if len(sys.argv) > 1:
+    with tarfile.open(sys.argv[1], "w") as tar:
+        for site in sites:
+            for here, dirs, files in os.walk(site):
+                dirs[:] = [d for d in dirs if d != "__pycache__"]
+                info = here.endswith(".dist-info")
+                for name in files:
+                    if info or name.endswith((".py", ".pyi", "py.typed", ".pth")):
+                        path = os.path.join(here, name)
+                        tar.add(path, arcname=os.path.relpath(path, site), recursive=False)
+print(json.dumps({"version": "%d.%d" % sys.version_info[:2], "sites": sites}))
+"""
+
 
 def accepts(port: int, *, host: str = "127.0.0.1", wait_s: float = 0.2) -> bool:
     """True when a server accepts and holds a connection on ``host:port``.

@@ -35,7 +35,7 @@ import anyio.to_thread
 import httpx
 
 from flightcheck.errors import StageError, UsageError
-from flightcheck.runtimes.base import BuildFailed, Exit, Image, Running, Sidecar
+from flightcheck.runtimes.base import BuildFailed, DependencyEnv, Exit, Image, Running, Sidecar
 from flightcheck.secrets import Redactor
 
 ENV_PREFIX = "FLIGHTCHECK_ATTACH_"
@@ -319,6 +319,10 @@ class AttachedRuntime:
                 log_tail="\n".join(lines[-30:]),
             )
         return Image(ref=s.image or f"attached:{s.endpoint}", build_seconds=s.build_seconds)
+
+    async def dependency_env(self, image: Image, dest: Path) -> DependencyEnv | str:
+        return ("the service was started elsewhere (--runtime attached): its packages are not "
+                "readable from here")
 
     async def import_check(
         self, image: Image, modules: list[str], timeout_s: float,

@@ -105,6 +105,15 @@ class MemorySampling(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class DependencyEnv:
+    """The service's installed packages, readable on this host (for a type checker)."""
+
+    python: Path  # a venv-shaped directory or an interpreter (ty --python)
+    version: str  # "3.11"
+    sites: tuple[Path, ...]  # the directories the packages are in
+
+
 @runtime_checkable
 class Runtime(Protocol):
     """Where the service is built and started."""
@@ -121,6 +130,11 @@ class Runtime(Protocol):
     ) -> str | None:
         """Import ``modules`` inside the image, with the service's environment ``env``; None if
         all import, else the error text."""
+        ...
+
+    async def dependency_env(self, image: Image, dest: Path) -> DependencyEnv | str:
+        """The packages installed where the service runs (copied under ``dest`` when they are
+        in an image), or why they cannot be read."""
         ...
 
     async def start(

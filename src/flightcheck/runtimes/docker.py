@@ -29,10 +29,14 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import re
 import secrets
+import shutil
 import socket
+import tarfile
+import tempfile
 import threading
 import time
 from collections import deque
@@ -54,7 +58,7 @@ from docker.utils.build import exclude_paths
 
 from flightcheck.errors import RuntimeUnavailable, StageError
 from flightcheck.runtimes import _proc
-from flightcheck.runtimes.base import BuildFailed, Exit, Image, Sidecar
+from flightcheck.runtimes.base import BuildFailed, DependencyEnv, Exit, Image, Sidecar
 from flightcheck.runtimes.guard import Sampler, cgroup_memory_dir, read_peak, read_usage
 from flightcheck.secrets import Redactor
 
@@ -364,6 +368,40 @@ class DockerRunning:
             await _thread(self._stop)
 
 
+def _extract_sources(stream: Iterator[bytes], site: Path) -> None:
+    """``docker cp`` of the sources tar (a tar holding it): its Python sources, stubs and
+    dist-info written under ``site`` — regular files only, every path kept inside ``site``, the
+    first of two same-named files kept (sys.path order)."""
+    with tempfile.TemporaryFile() as buf:
+        for chunk in stream:
+            buf.write(chunk)
+        buf.seek(0)
+        with tarfile.open(fileobj=buf) as outer:
+            member = outer.next()
+            inner_file = outer.extractfile(member) if member is not None else None
+            if inner_file is None:
+                raise tarfile.TarError("empty archive")
+            with tarfile.open(fileobj=inner_file, mode="r|") as tar:
+                for info in tar:
+                    parts = Path(info.name).parts
+                    if (not info.isfile() or not parts or ".." in parts or Path(info.name).is_absolute()
+                            or not (info.name.endswith(_SOURCE_SUFFIXES)
+                                    or any(p.endswith(".dist-info") for p in parts[:-1]))):
+                        continue
+                    target = site.joinpath(*parts)
+                    if target.exists():
+                        continue
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    source = tar.extractfile(info)
+                    if source is not None:
+                        with source, open(target, "wb") as f:
+                            shutil.copyfileobj(source, f)
+
+
+_SOURCES_TAR = "/tmp/flightcheck-sources.tar"
+_SOURCE_SUFFIXES = (".py", ".pyi", "py.typed", ".pth")
+
+
 def _stats_peak(container: Container) -> int | None:
     try:
         stats: dict[str, Any] = container.stats(stream=False, one_shot=True)  # type: ignore[assignment]
@@ -521,6 +559,37 @@ class DockerRuntime:
             with anyio.CancelScope(shield=True):
                 with contextlib.suppress(*_DOCKER_ERRORS):
                     await _thread(partial(container.remove, force=True))
+
+    async def dependency_env(self, image: Image, dest: Path) -> DependencyEnv | str:
+        try:
+            return await _thread(partial(self._dependency_env, image, dest))
+        except _DOCKER_ERRORS as exc:
+            return f"the image's packages could not be read: {self.redact(str(exc))}"
+
+    def _dependency_env(self, image: Image, dest: Path) -> DependencyEnv | str:
+        container = self.client.containers.create(
+            image.ref, entrypoint=["python", "-c", _proc.SITES_SCRIPT, _SOURCES_TAR],
+            network_disabled=True, labels=self.labels("dependencies"), detach=True)
+        try:
+            container.start()
+            status = int(container.wait(timeout=120).get("StatusCode", 1))
+            out = container.logs(stdout=True, stderr=False).decode("utf-8", "replace")
+            if status != 0:
+                return (f"`python` in the image exited {status} when asked for its packages "
+                        f"(it writes {_SOURCES_TAR})")
+            version = str(json.loads(out.strip().splitlines()[-1])["version"])
+            site = dest / "lib" / f"python{version}" / "site-packages"
+            site.mkdir(parents=True, exist_ok=True)
+            stream, _ = container.get_archive(_SOURCES_TAR)
+            _extract_sources(stream, site)
+        except (ValueError, KeyError, IndexError, tarfile.TarError,
+                requests.exceptions.ReadTimeout) as exc:
+            return f"the image's packages could not be read ({type(exc).__name__})"
+        finally:
+            with contextlib.suppress(*_DOCKER_ERRORS):
+                container.remove(force=True)
+        (dest / "pyvenv.cfg").write_text(f"home = /nonexistent\nversion = {version}\n")
+        return DependencyEnv(dest, version, (site,))
 
     async def start(
         self,

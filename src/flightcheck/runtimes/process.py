@@ -34,7 +34,7 @@ import anyio
 
 from flightcheck.errors import StageError
 from flightcheck.runtimes import _proc
-from flightcheck.runtimes.base import BuildFailed, Exit, Image, Sidecar
+from flightcheck.runtimes.base import BuildFailed, DependencyEnv, Exit, Image, Sidecar
 from flightcheck.runtimes.guard import (
     GuardMode,
     MemoryGuard,
@@ -290,6 +290,20 @@ class ProcessRuntime:
         if paths:
             out["PYTHONPATH"] = os.pathsep.join(paths)
         return out
+
+    async def dependency_env(self, image: Image, dest: Path) -> DependencyEnv | str:
+        source = Path(image.ref)
+        env = self._env(source, {})
+        python = service_python(self._command or [], cwd=source, path=env.get("PATH"))
+        try:
+            with anyio.fail_after(60):
+                done = await anyio.run_process([python, "-c", _proc.SITES_SCRIPT], cwd=source,
+                                               env=env, check=False)
+            found = json.loads(done.stdout.decode("utf-8", "replace").strip().splitlines()[-1])
+            sites = tuple(Path(p) for p in found["sites"])  # a missing one matches no file
+            return DependencyEnv(Path(python), str(found["version"]), sites)
+        except (TimeoutError, OSError, ValueError, KeyError, IndexError) as exc:
+            return f"{python} could not list its site-packages ({type(exc).__name__})"
 
     async def import_check(
         self, image: Image, modules: list[str], timeout_s: float,

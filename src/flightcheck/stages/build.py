@@ -5,15 +5,25 @@ process), removes leftovers of crashed earlier runs, builds the image (docker: t
 context is ``[service].source``, the Dockerfile ``[service].dockerfile``), then imports
 ``[service].import_check`` inside the image with the network off — a dependency missing from
 the image fails here, naming the module and the distribution that likely provides it, not at
-the first request in production. Leaves ``ctx.artifacts["runtime"]`` and ``["image"]``.
+the first request in production. Then lint's type gate runs again with the packages the image
+installed (lint/deptypes.py): a call into a dependency that fails whatever the input, against
+the version the image pinned, fails the stage (FC901–FC903). Leaves ``ctx.artifacts["runtime"]``
+and ``["image"]``.
 """
 
 from __future__ import annotations
 
+import os
 import re
+import tempfile
+import time
+from pathlib import Path
 
 from flightcheck.context import Context
 from flightcheck.errors import ConfigError, StageError
+from flightcheck.lint import deptypes
+from flightcheck.lint.engine import enabled_codes, find_tool, own_python_files
+from flightcheck.lint.rules import RULES
 from flightcheck.results import Finding, Severity, StageName, StageResult, Status
 from flightcheck.runtimes import select_runtime
 from flightcheck.runtimes.base import BuildFailed, Image, Runtime
@@ -130,7 +140,58 @@ async def run(ctx: Context) -> StageResult:
         + (" (cached)" if image.cached else "")
         + (f"; imports ok: {', '.join(svc.import_check)}" if svc.import_check else "")
     )
+    res.summary += "; " + await _dependency_calls(ctx, res, runtime, image)
     return res
+
+
+_DEPENDENCY_CODES = frozenset({"FC901", "FC902", "FC903"})
+
+
+async def _dependency_calls(ctx: Context, res: StageResult, runtime: Runtime, image: Image) -> str:
+    """lint's type gate again, now with the packages the image installed: calls into them
+    that fail whatever the input fail the build (lint/deptypes.py). Returns the summary part;
+    "not checked" says why, never "ok"."""
+    cfg = ctx.config
+    codes = _DEPENDENCY_CODES & enabled_codes(cfg.lint) if cfg.lint.enabled else frozenset()
+    if not codes:
+        res.details["dependency_calls"] = "off: the type category is disabled in [lint]"
+        return "calls into dependencies not checked ([lint] turns the type gate off)"
+    ty = find_tool("ty")
+    files = own_python_files(cfg.source_dir, [cfg.resolve(p) for p in cfg.lint.paths], cfg.lint)
+    if ty is None or not files:
+        why = "ty not found (pip install flightcheck brings it)" if ty is None else "no Python files"
+        res.details["dependency_calls"] = f"not checked: {why}"
+        return f"calls into dependencies not checked: {why}"
+    started = time.perf_counter()
+    # thousands of small files: on tmpfs when there is one (10x faster to write than a disk)
+    shm = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
+    with tempfile.TemporaryDirectory(prefix="flightcheck-deps-", dir=shm) as tmp:
+        env = await runtime.dependency_env(image, Path(tmp))
+        if isinstance(env, str):
+            res.details["dependency_calls"] = f"not checked: {env}"
+            return f"calls into dependencies not checked: {env}"
+        try:
+            calls = await deptypes.check(ty, cfg.source_dir.resolve(), files, env.python,
+                                         env.version, list(env.sites))
+        except RuntimeError as exc:
+            res.details["dependency_calls"] = f"not checked: {exc}"
+            return f"calls into dependencies not checked: {exc}"
+    seconds = time.perf_counter() - started
+    res.measure("dependency_check_seconds", round(seconds, 3), "s")
+    res.measure("dependency_check_files", len(files))
+    failing = [c for c in calls if c.code in codes]
+    res.measure("dependency_calls_failing", len(failing))
+    res.details["dependency_calls"] = "checked"
+    ctx.log(STAGE, f"calls into the image's packages: {len(files)} file(s) checked by ty in "
+            f"{seconds:.1f} s, {len(failing)} fail whatever the input")
+    for c in failing:
+        res.findings.append(Finding(code=c.code, category="type", message=c.message, file=c.rel,
+                                    line=c.line, col=c.col, fix=RULES[c.code].fix))
+    if failing:
+        res.status = Status.FAIL
+        return (f"{len(failing)} call(s) into the installed dependencies fail whatever the "
+                f"input (first: {failing[0].rel}:{failing[0].line} {failing[0].message})")
+    return f"calls into the installed dependencies ok ({len(files)} file(s), ty)"
 
 
 _NOISE = ("--->", "Removing intermediate container")
