@@ -97,6 +97,9 @@ def test_ci_exports_every_report_of_the_healthy_service_with_the_guards_measurem
     assert 20 << 20 < measured["peak_memory_bytes"] < 512 << 20
     assert rwml["details"]["guard"] == "cgroup-v1"  # the kernel enforces it, in the container
     assert stages["build"]["summary"].startswith("image mathcoach (dagger docker_build")
+    # the image's packages reached the checker as a tar: calls into them were judged
+    assert stages["build"]["details"]["dependency_calls"] == "checked"
+    assert "calls into the installed dependencies ok" in stages["build"]["summary"]
     assert stages["ai-smoke"]["details"]["mode"] == "fake model server"
     assert run.report["runtime"] == "attached"  # checked from the checker container
 

@@ -196,9 +196,29 @@ async def test_process_runtime_checks_calls_into_its_interpreters_packages(tmp_p
 
 
 @pytest.mark.anyio
-async def test_attached_has_no_packages_to_read_and_says_so(tmp_path: Path) -> None:
-    from flightcheck.runtimes.attached import AttachedRuntime
-    from flightcheck.runtimes.base import Image
+async def test_attached_reads_the_packages_tar_it_is_given_or_says_why_not(tmp_path: Path) -> None:
+    # the Dagger module hands the checker the service image's packages as SITES_SCRIPT's tar;
+    # here this interpreter writes that tar itself
+    import subprocess
+    import sys
 
-    why = await AttachedRuntime.dependency_env(None, Image("attached:x"), tmp_path)  # type: ignore[arg-type]
-    assert isinstance(why, str) and "started elsewhere" in why
+    from flightcheck.runtimes import _proc
+    from flightcheck.runtimes.attached import AttachedRuntime, AttachSettings
+    from flightcheck.runtimes.base import DependencyEnv, Image
+
+    bare = AttachedRuntime(AttachSettings(endpoint="http://127.0.0.1:9"))
+    why = await bare.dependency_env(Image("attached:x"), tmp_path / "a")
+    assert isinstance(why, str) and "FLIGHTCHECK_ATTACH_SOURCES" in why
+
+    tar = tmp_path / "sources.tar"
+    subprocess.run([sys.executable, "-c", _proc.SITES_SCRIPT, str(tar)], check=True,
+                   capture_output=True)
+    given = AttachedRuntime(AttachSettings.from_env({
+        "FLIGHTCHECK_ATTACH_ENDPOINT": "http://127.0.0.1:9",
+        "FLIGHTCHECK_ATTACH_SOURCES": str(tar), "FLIGHTCHECK_ATTACH_PYTHON": "3.11"}))
+    env = await given.dependency_env(Image("attached:x"), tmp_path / "b")
+    assert isinstance(env, DependencyEnv) and env.version == "3.11"
+    [site] = env.sites
+    assert (site / "httpx" / "__init__.py").is_file()
+    assert any(site.glob("httpx-*.dist-info/METADATA"))
+    assert not any(site.rglob("*.so")) and not any(site.rglob("__pycache__"))

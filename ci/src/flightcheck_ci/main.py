@@ -33,6 +33,8 @@ CREDENTIALS_FILE = "/run/flightcheck/gcp-credentials.json"
 OIDC_TOKEN_FILE = "/run/flightcheck/oidc-token"
 TOKEN_FILE = "/tmp/flightcheck-registry-token"
 BASELINE_FILE = "/tmp/flightcheck-baseline.json"
+SOURCES_TAR = "/tmp/flightcheck-sources.tar"  # written in the service image by SITES_SCRIPT
+PACKAGES_TAR = f"{FC_DIR}/packages.tar"  # the same tar, in the checker
 MONITORING_DIR = "/tmp/flightcheck-monitoring"
 KEY_NAMES = {"openai": "OPENAI_API_KEY", "gemini": "GEMINI_API_KEY"}
 
@@ -619,6 +621,25 @@ class Flightcheck:
             .as_service(args=[*guard, "--", *command], insecure_root_capabilities=True)
         )
 
+    async def _packages(self, image: dagger.Container) -> tuple[str, dagger.File] | None:
+        """The service image's Python version and its installed packages (sources, stubs,
+        dist-info) as a tar, for the build stage's type gate on calls into them; None when the
+        image's `python` cannot list them."""
+        script = (f"import sys; sys.path.insert(0, {FC_DIR!r}); import _proc; "
+                  "exec(_proc.SITES_SCRIPT)")
+        listed = (
+            image.with_file(f"{FC_DIR}/_proc.py",
+                            self.library.file("src/flightcheck/runtimes/_proc.py"))
+            .with_exec(["python", "-c", script, SOURCES_TAR], expect=ReturnType.ANY)
+        )
+        if await listed.exit_code() != 0:
+            return None
+        try:
+            version = str(json.loads((await listed.stdout()).strip().splitlines()[-1])["version"])
+        except (ValueError, KeyError, IndexError):
+            return None
+        return version, listed.file(SOURCES_TAR)
+
     async def _checks(
         self,
         source: dagger.Directory,
@@ -645,6 +666,11 @@ class Flightcheck:
             env["FLIGHTCHECK_ATTACH_BUILD_ERROR"] = f"{FC_DIR}/build-error.txt"
         else:
             env["FLIGHTCHECK_ATTACH_BUILD_SECONDS"] = f"{time.monotonic() - started:.3f}"
+            packages = await self._packages(image)
+            if packages is not None:  # else the build stage says why calls were not checked
+                checker = checker.with_file(PACKAGES_TAR, packages[1])
+                env["FLIGHTCHECK_ATTACH_SOURCES"] = PACKAGES_TAR
+                env["FLIGHTCHECK_ATTACH_PYTHON"] = packages[0]
             checker = checker.with_service_binding(SERVICE_HOST, await self._service(image, plan, keys))
             env["FLIGHTCHECK_ATTACH_GUARD"] = f"http://{SERVICE_HOST}:{GUARD_PORT}"
             if plan.sidecar_port is not None:

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
-from pathlib import Path
+import tarfile
+from pathlib import Path, PurePosixPath
+from typing import IO
 
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 
@@ -174,6 +177,30 @@ if len(sys.argv) > 1:
                         tar.add(path, arcname=os.path.relpath(path, site), recursive=False)
 print(json.dumps({"version": "%d.%d" % sys.version_info[:2], "sites": sites}))
 """
+
+SOURCES_TAR = "/tmp/flightcheck-sources.tar"  # where SITES_SCRIPT writes it in an image
+_SOURCE_SUFFIXES = (".py", ".pyi", "py.typed", ".pth")
+
+
+def extract_sources(fileobj: IO[bytes], site: Path) -> None:
+    """SITES_SCRIPT's tar under ``site``: sources, stubs and dist-info only, regular files
+    only, every path kept inside ``site``, the first of two same-named files kept (sys.path
+    order). The tar comes from the service's image: nothing in it is trusted."""
+    with tarfile.open(fileobj=fileobj, mode="r|") as tar:
+        for info in tar:
+            parts = PurePosixPath(info.name).parts
+            if (not info.isfile() or not parts or ".." in parts or info.name.startswith("/")
+                    or not (info.name.endswith(_SOURCE_SUFFIXES)
+                            or any(p.endswith(".dist-info") for p in parts[:-1]))):
+                continue
+            target = site.joinpath(*parts)
+            if target.exists():
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            source = tar.extractfile(info)
+            if source is not None:
+                with source, open(target, "wb") as f:
+                    shutil.copyfileobj(source, f)
 
 
 def accepts(port: int, *, host: str = "127.0.0.1", wait_s: float = 0.2) -> bool:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 import re
+import tarfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ import anyio.to_thread
 import httpx
 
 from flightcheck.errors import StageError, UsageError
+from flightcheck.runtimes import _proc
 from flightcheck.runtimes.base import BuildFailed, DependencyEnv, Exit, Image, Running, Sidecar
 from flightcheck.secrets import Redactor
 
@@ -56,6 +58,8 @@ class AttachSettings:
     image: str = ""
     build_seconds: float = 0.0
     build_error: Path | None = None
+    sources: Path | None = None  # the image's packages as a tar (the build stage's type gate)
+    python: str = ""  # the image's Python, "3.11"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> AttachSettings:
@@ -81,6 +85,7 @@ class AttachSettings:
         except ValueError:
             seconds = 0.0
         error = get("BUILD_ERROR")
+        sources = get("SOURCES")
         return cls(
             endpoint=endpoint.rstrip("/"),
             guard=get("GUARD").rstrip("/") or None,
@@ -88,7 +93,15 @@ class AttachSettings:
             image=get("IMAGE"),
             build_seconds=seconds,
             build_error=Path(error) if error else None,
+            sources=Path(sources) if sources else None,
+            python=get("PYTHON"),
         )
+
+
+def _extract_file(tar: Path, site: Path) -> None:
+    site.mkdir(parents=True, exist_ok=True)
+    with open(tar, "rb") as f:
+        _proc.extract_sources(f, site)
 
 
 def _check_url(name: str, value: str) -> None:
@@ -321,8 +334,18 @@ class AttachedRuntime:
         return Image(ref=s.image or f"attached:{s.endpoint}", build_seconds=s.build_seconds)
 
     async def dependency_env(self, image: Image, dest: Path) -> DependencyEnv | str:
-        return ("the service was started elsewhere (--runtime attached): its packages are not "
-                "readable from here")
+        s = self.settings
+        if s.sources is None or not s.python:
+            return (f"the service was started elsewhere (--runtime attached) and "
+                    f"{ENV_PREFIX}SOURCES (a tar of its packages) and {ENV_PREFIX}PYTHON are not "
+                    "set: its packages are not readable from here")
+        site = dest / "lib" / f"python{s.python}" / "site-packages"
+        try:
+            await anyio.to_thread.run_sync(_extract_file, s.sources, site)
+        except (OSError, tarfile.TarError) as exc:
+            return f"the image's packages ({s.sources}) could not be read: {exc}"
+        (dest / "pyvenv.cfg").write_text(f"home = /nonexistent\nversion = {s.python}\n")
+        return DependencyEnv(dest, s.python, (site,))
 
     async def import_check(
         self, image: Image, modules: list[str], timeout_s: float,

@@ -33,7 +33,6 @@ import json
 import os
 import re
 import secrets
-import shutil
 import socket
 import tarfile
 import tempfile
@@ -369,37 +368,20 @@ class DockerRunning:
 
 
 def _extract_sources(stream: Iterator[bytes], site: Path) -> None:
-    """``docker cp`` of the sources tar (a tar holding it): its Python sources, stubs and
-    dist-info written under ``site`` — regular files only, every path kept inside ``site``, the
-    first of two same-named files kept (sys.path order)."""
+    """``docker cp`` of the sources tar arrives wrapped in a tar of its own."""
     with tempfile.TemporaryFile() as buf:
         for chunk in stream:
             buf.write(chunk)
         buf.seek(0)
         with tarfile.open(fileobj=buf) as outer:
             member = outer.next()
-            inner_file = outer.extractfile(member) if member is not None else None
-            if inner_file is None:
+            inner = outer.extractfile(member) if member is not None else None
+            if inner is None:
                 raise tarfile.TarError("empty archive")
-            with tarfile.open(fileobj=inner_file, mode="r|") as tar:
-                for info in tar:
-                    parts = Path(info.name).parts
-                    if (not info.isfile() or not parts or ".." in parts or Path(info.name).is_absolute()
-                            or not (info.name.endswith(_SOURCE_SUFFIXES)
-                                    or any(p.endswith(".dist-info") for p in parts[:-1]))):
-                        continue
-                    target = site.joinpath(*parts)
-                    if target.exists():
-                        continue
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    source = tar.extractfile(info)
-                    if source is not None:
-                        with source, open(target, "wb") as f:
-                            shutil.copyfileobj(source, f)
+            _proc.extract_sources(inner, site)
 
 
-_SOURCES_TAR = "/tmp/flightcheck-sources.tar"
-_SOURCE_SUFFIXES = (".py", ".pyi", "py.typed", ".pth")
+_SOURCES_TAR = _proc.SOURCES_TAR
 
 
 def _stats_peak(container: Container) -> int | None:
