@@ -199,8 +199,9 @@ async def test_process_runtime_checks_calls_into_its_interpreters_packages(tmp_p
 async def test_attached_reads_the_packages_tar_it_is_given_or_says_why_not(tmp_path: Path) -> None:
     # the Dagger module hands the checker the service image's packages as SITES_SCRIPT's tar;
     # here this interpreter writes that tar itself
-    import subprocess
     import sys
+
+    import anyio
 
     from flightcheck.runtimes import _proc
     from flightcheck.runtimes.attached import AttachedRuntime, AttachSettings
@@ -211,8 +212,7 @@ async def test_attached_reads_the_packages_tar_it_is_given_or_says_why_not(tmp_p
     assert isinstance(why, str) and "FLIGHTCHECK_ATTACH_SOURCES" in why
 
     tar = tmp_path / "sources.tar"
-    subprocess.run([sys.executable, "-c", _proc.SITES_SCRIPT, str(tar)], check=True,
-                   capture_output=True)
+    await anyio.run_process([sys.executable, "-c", _proc.SITES_SCRIPT, str(tar)])
     given = AttachedRuntime(AttachSettings.from_env({
         "FLIGHTCHECK_ATTACH_ENDPOINT": "http://127.0.0.1:9",
         "FLIGHTCHECK_ATTACH_SOURCES": str(tar), "FLIGHTCHECK_ATTACH_PYTHON": "3.11"}))
