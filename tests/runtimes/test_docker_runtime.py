@@ -340,7 +340,8 @@ anyio.run(rt.build, Path(sys.argv[1]), "Dockerfile")
 def test_ctrl_c_during_a_build_exits_at_once_and_leaves_no_build_container(
     docker_client: Any, tmp_path: Path
 ) -> None:
-    marker = f"fc-slow-{tmp_path.name}"
+    # unique per run: a step that once ran to the end is a cached layer, and never runs again
+    marker = f"fc-slow-{time.time_ns()}"
     (tmp_path / "Dockerfile").write_text(
         f"FROM python:3.11-slim\nRUN echo {marker} && sleep 60\n"
     )
