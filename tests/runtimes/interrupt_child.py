@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -20,6 +21,10 @@ from flightcheck.context import Context
 from flightcheck.graph import Stage
 from flightcheck.results import StageResult
 from flightcheck.stages import build, run
+
+# A shell's `cmd &` starts children with SIGINT ignored, and Python then never raises
+# KeyboardInterrupt: Ctrl-C is what this child is for, so take it back.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 SERVICES = Path(__file__).resolve().parent.parent / "fixtures" / "services"
 

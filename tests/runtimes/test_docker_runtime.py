@@ -328,7 +328,8 @@ def test_ctrl_c_removes_every_container_of_the_run(docker_client: Any) -> None:
 
 
 _BUILD_CHILD = """
-import sys, anyio
+import signal, sys, anyio
+signal.signal(signal.SIGINT, signal.default_int_handler)  # `cmd &` starts it ignored
 from pathlib import Path
 from flightcheck.runtimes.docker import DockerRuntime
 rt = DockerRuntime(name="fctest-slow", on_log=lambda line: print(line, flush=True))
