@@ -21,7 +21,7 @@ from pathlib import Path
 
 import anyio
 
-from flightcheck.lint.typegate import is_empty_statement, parse_output
+from flightcheck.lint.typegate import decorator_names, is_declaration_only, parse_output
 
 # ty rule → flightcheck code; no-matching-overload is re-judged (see module docstring)
 RULES: dict[str, str] = {
@@ -77,6 +77,7 @@ class _Judge:
         self.files = files
         self.sites = [s.resolve() for s in sites]
         self._trees: dict[Path, ast.Module | None] = {}
+        self._dists: dict[tuple[Path, str], str] = {}
 
     def judge(self, output: str) -> list[DependencyCall]:
         found: list[DependencyCall] = []
@@ -89,19 +90,19 @@ class _Judge:
             if not declared:
                 continue  # the callee is the project's own (lint's gate) or unknown
             path, line = declared[0]
-            where = self._distribution(path)
             if diag.rule == "no-matching-overload":
                 call = self._call_at(self.root / rel, diag.line, diag.col)
                 verdict = None if call is None else self._against_implementation(call, path, line)
                 if verdict is not None:
                     code, what = verdict
                     found.append(DependencyCall(rel, diag.line, diag.col, code,
-                                                f"{what} in the image's {where}"))
+                                                f"{what} in the image's {self._distribution(path)}"))
                 continue
             if self._stub(path, line):
                 continue  # a declaration only (.pyi, Protocol, ABC): what runs may differ
-            found.append(DependencyCall(rel, diag.line, diag.col, RULES[diag.rule],
-                                        f"{diag.message} (the image's {where}; ty {diag.rule})"))
+            found.append(DependencyCall(
+                rel, diag.line, diag.col, RULES[diag.rule],
+                f"{diag.message} (the image's {self._distribution(path)}; ty {diag.rule})"))
         return found
 
     def _site_path(self, shown: str) -> Path | None:
@@ -113,6 +114,12 @@ class _Judge:
         """``openai 3.57.0`` for a file of the openai package, from its dist-info."""
         site = next(s for s in self.sites if path.is_relative_to(s))
         top = path.relative_to(site).parts[0].removesuffix(".py")
+        if (site, top) not in self._dists:
+            self._dists[(site, top)] = self._find_distribution(site, top)
+        return self._dists[(site, top)]
+
+    @staticmethod
+    def _find_distribution(site: Path, top: str) -> str:
         for info in site.glob("*.dist-info"):
             m = _DIST_INFO.match(info.name)
             if m is None:
@@ -168,11 +175,7 @@ class _Judge:
         found = self._siblings(path, line)
         if found is None:
             return True  # cannot tell: stay silent
-        node = found[0]
-        if _decorated(node, {"abstractmethod", "overload"}):
-            return True
-        body = node.body[1:] if _docstring(node.body[0]) else node.body
-        return not body or all(is_empty_statement(stmt) for stmt in body)
+        return is_declaration_only(found[0])
 
     def _against_implementation(self, call: ast.Call, path: Path,
                                 line: int) -> tuple[str, str] | None:
@@ -182,14 +185,14 @@ class _Judge:
             return None
         node, body, owner = found
         impls = [n for n in body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))
-                 and n.name == node.name and not _decorated(n, {"overload"})]
+                 and n.name == node.name and "overload" not in decorator_names(n)]
         if len(impls) != 1:
             return None
         impl = impls[0]
         name = f"{owner}.{impl.name}()" if owner else f"{impl.name}()"
         args = impl.args
         positional = [*args.posonlyargs, *args.args]
-        if owner and not _decorated(impl, {"staticmethod"}) and positional:
+        if owner and "staticmethod" not in decorator_names(impl) and positional:
             positional = positional[1:]  # self or cls
         keywords = {a.arg for a in [*args.args, *args.kwonlyargs]} - {a.arg for a in args.posonlyargs}
         given = [k.arg for k in call.keywords if k.arg is not None]
@@ -217,10 +220,3 @@ def _norm(name: str) -> str:
     return re.sub(r"[-_.]+", "_", name).lower()
 
 
-def _decorated(node: ast.FunctionDef | ast.AsyncFunctionDef, names: set[str]) -> bool:
-    return any(ast.unparse(d).rpartition(".")[2] in names for d in node.decorator_list)
-
-
-def _docstring(stmt: ast.stmt) -> bool:
-    return (isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant)
-            and isinstance(stmt.value.value, str))

@@ -450,7 +450,7 @@ def _statement_star(text: str) -> bool:
     bracket depth 0 count, with each string and comment reduced to one character first (their
     bullets and brackets do not count). A backslash continuation still counts (compiled: this
     may only say yes too often)."""
-    if not _star_starts(text):
+    if not any(p.search(text) for p in _STAR_STARTS):
         return False
     flat = _STRING_OR_COMMENT.sub("_", text)
     depth, at = 0, 0

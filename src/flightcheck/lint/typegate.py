@@ -236,14 +236,7 @@ class TypeGate:
             return True  # cannot tell: stay silent
         for node in ast.walk(tree):
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.lineno == line:
-                decorators = {ast.unparse(d).rpartition(".")[2] for d in node.decorator_list}
-                if decorators & {"abstractmethod", "overload"}:
-                    return True
-                body = node.body
-                if (body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
-                        and isinstance(body[0].value.value, str)):
-                    body = body[1:]  # the docstring
-                return not body or all(is_empty_statement(stmt) for stmt in body)
+                return is_declaration_only(node)
         return False
 
     def kill(self) -> None:
@@ -275,6 +268,23 @@ def parse_output(text: str) -> list[Diagnostic]:
             else:
                 current.related.append((arrow.group(1), int(arrow.group(2))))
     return [d for d in out if d.file]
+
+
+def decorator_names(node: ast.FunctionDef | ast.AsyncFunctionDef) -> set[str]:
+    """``{"overload", "staticmethod"}`` for ``@typing.overload @staticmethod``."""
+    return {ast.unparse(d).rpartition(".")[2] for d in node.decorator_list}
+
+
+def is_declaration_only(node: ast.FunctionDef | ast.AsyncFunctionDef) -> bool:
+    """An abstract method, an overload, or a body of only a docstring and ``...``/``pass``/
+    ``raise NotImplementedError``: what runs is defined elsewhere."""
+    if decorator_names(node) & {"abstractmethod", "overload"}:
+        return True
+    body = node.body
+    if (body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
+            and isinstance(body[0].value.value, str)):
+        body = body[1:]  # the docstring
+    return not body or all(is_empty_statement(stmt) for stmt in body)
 
 
 def is_empty_statement(stmt: ast.stmt) -> bool:

@@ -161,7 +161,9 @@ if bad:
 
 # Where the service's interpreter finds installed packages, and its version (JSON on stdout);
 # with a path argument it also writes there a tar of what a type checker reads (sources,
-# stubs, dist-info), so that an image's binaries never leave it.
+# stubs, dist-info), so that an image's binaries never leave it. extract_sources keeps the
+# same files on this side.
+_SOURCE_SUFFIXES = (".py", ".pyi", "py.typed", ".pth")
 SITES_SCRIPT = """\
 import json, os, sys, tarfile
 sites = [p for p in sys.path if p.rstrip("/").endswith(("site-packages", "dist-packages"))]
@@ -172,14 +174,22 @@ if len(sys.argv) > 1:
                 dirs[:] = [d for d in dirs if d != "__pycache__"]
                 info = here.endswith(".dist-info")
                 for name in files:
-                    if info or name.endswith((".py", ".pyi", "py.typed", ".pth")):
+                    if info or name.endswith(SUFFIXES):
                         path = os.path.join(here, name)
                         tar.add(path, arcname=os.path.relpath(path, site), recursive=False)
 print(json.dumps({"version": "%d.%d" % sys.version_info[:2], "sites": sites}))
-"""
+""".replace("SUFFIXES", repr(_SOURCE_SUFFIXES))
 
 SOURCES_TAR = "/tmp/flightcheck-sources.tar"  # where SITES_SCRIPT writes it in an image
-_SOURCE_SUFFIXES = (".py", ".pyi", "py.typed", ".pth")
+
+
+def venv_site(dest: Path, version: str) -> Path:
+    """``dest`` shaped as a venv of Python ``version`` (what ``ty --python`` reads): its
+    site-packages directory, created."""
+    site = dest / "lib" / f"python{version}" / "site-packages"
+    site.mkdir(parents=True, exist_ok=True)
+    (dest / "pyvenv.cfg").write_text(f"home = /nonexistent\nversion = {version}\n")
+    return site
 
 
 def extract_sources(fileobj: IO[bytes], site: Path) -> None:

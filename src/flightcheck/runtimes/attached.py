@@ -99,7 +99,6 @@ class AttachSettings:
 
 
 def _extract_file(tar: Path, site: Path) -> None:
-    site.mkdir(parents=True, exist_ok=True)
     with open(tar, "rb") as f:
         _proc.extract_sources(f, site)
 
@@ -339,12 +338,11 @@ class AttachedRuntime:
             return (f"the service was started elsewhere (--runtime attached) and "
                     f"{ENV_PREFIX}SOURCES (a tar of its packages) and {ENV_PREFIX}PYTHON are not "
                     "set: its packages are not readable from here")
-        site = dest / "lib" / f"python{s.python}" / "site-packages"
         try:
+            site = _proc.venv_site(dest, s.python)
             await anyio.to_thread.run_sync(_extract_file, s.sources, site)
         except (OSError, tarfile.TarError) as exc:
             return f"the image's packages ({s.sources}) could not be read: {exc}"
-        (dest / "pyvenv.cfg").write_text(f"home = /nonexistent\nversion = {s.python}\n")
         return DependencyEnv(dest, s.python, (site,))
 
     async def import_check(

@@ -381,9 +381,6 @@ def _extract_sources(stream: Iterator[bytes], site: Path) -> None:
             _proc.extract_sources(inner, site)
 
 
-_SOURCES_TAR = _proc.SOURCES_TAR
-
-
 def _stats_peak(container: Container) -> int | None:
     try:
         stats: dict[str, Any] = container.stats(stream=False, one_shot=True)  # type: ignore[assignment]
@@ -550,7 +547,7 @@ class DockerRuntime:
 
     def _dependency_env(self, image: Image, dest: Path) -> DependencyEnv | str:
         container = self.client.containers.create(
-            image.ref, entrypoint=["python", "-c", _proc.SITES_SCRIPT, _SOURCES_TAR],
+            image.ref, entrypoint=["python", "-c", _proc.SITES_SCRIPT, _proc.SOURCES_TAR],
             network_disabled=True, labels=self.labels("dependencies"), detach=True)
         try:
             container.start()
@@ -558,11 +555,10 @@ class DockerRuntime:
             out = container.logs(stdout=True, stderr=False).decode("utf-8", "replace")
             if status != 0:
                 return (f"`python` in the image exited {status} when asked for its packages "
-                        f"(it writes {_SOURCES_TAR})")
+                        f"(it writes {_proc.SOURCES_TAR})")
             version = str(json.loads(out.strip().splitlines()[-1])["version"])
-            site = dest / "lib" / f"python{version}" / "site-packages"
-            site.mkdir(parents=True, exist_ok=True)
-            stream, _ = container.get_archive(_SOURCES_TAR)
+            site = _proc.venv_site(dest, version)
+            stream, _ = container.get_archive(_proc.SOURCES_TAR)
             _extract_sources(stream, site)
         except (ValueError, KeyError, IndexError, tarfile.TarError,
                 requests.exceptions.ReadTimeout) as exc:
@@ -570,7 +566,6 @@ class DockerRuntime:
         finally:
             with contextlib.suppress(*_DOCKER_ERRORS):
                 container.remove(force=True)
-        (dest / "pyvenv.cfg").write_text(f"home = /nonexistent\nversion = {version}\n")
         return DependencyEnv(dest, version, (site,))
 
     async def start(
