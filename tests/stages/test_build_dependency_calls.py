@@ -5,6 +5,7 @@ build through the SDK's overloads; the service as written passes."""
 from __future__ import annotations
 
 import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -45,3 +46,42 @@ async def test_a_keyword_the_pinned_openai_sdk_lacks_fails_the_build(
     assert (finding.code, finding.file, finding.line) == ("FC902", "service/llm.py", 24)
     assert finding.message == ("`max_token` is not a parameter of AsyncCompletions.create() in "
                                "the image's openai 3.57.0")
+
+
+@pytest.fixture
+def tiny_tmpfs(tmp_path: Path) -> Any:
+    """A 64 KiB tmpfs (a container's /dev/shm, full): needs root to mount."""
+    mnt = tmp_path / "tiny"
+    mnt.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mnt)],
+                          capture_output=True, check=False)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    yield mnt
+    subprocess.run(["umount", str(mnt)], check=True)
+
+
+def test_the_sources_go_to_tmpfs_only_when_it_has_room(
+    tiny_tmpfs: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(build, "_SHM", tiny_tmpfs)
+    assert build._scratch() is None  # 64 KiB: the system's temp dir instead
+    monkeypatch.setattr(build, "_SHM_ROOM", 1)
+    assert build._scratch() == str(tiny_tmpfs)
+
+
+@pytest.mark.docker
+@pytest.mark.anyio
+async def test_no_room_for_the_image_packages_says_so_and_the_build_still_judges_the_rest(
+    docker_client: Any, tmp_path: Path, tiny_tmpfs: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ctx = _ctx(tmp_path)
+    monkeypatch.setattr(build, "_scratch", lambda: str(tiny_tmpfs))
+    res = await build.run(ctx)
+    assert res.status is Status.PASS, res  # the image built and its imports work
+    assert res.details["dependency_calls"].startswith(
+        f"not checked: the image's packages could not be written to {tiny_tmpfs} "
+        "(No space left on device)"), res.details
+    assert "calls into dependencies not checked: the image's packages could not be written" \
+        in res.summary
+    assert not any(tiny_tmpfs.iterdir())  # nothing left behind  # noqa: ASYNC240

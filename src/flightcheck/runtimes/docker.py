@@ -559,7 +559,13 @@ class DockerRuntime:
             version = str(json.loads(out.strip().splitlines()[-1])["version"])
             site = _proc.venv_site(dest, version)
             stream, _ = container.get_archive(_proc.SOURCES_TAR)
-            _extract_sources(stream, site)
+            try:
+                _extract_sources(stream, site)
+            except requests.RequestException:
+                raise
+            except OSError as exc:  # writing them out: a full disk
+                return (f"the image's packages could not be written to {dest.parent} "
+                        f"({exc.strerror or type(exc).__name__})")
         except (ValueError, KeyError, IndexError, tarfile.TarError,
                 requests.exceptions.ReadTimeout) as exc:
             return f"the image's packages could not be read ({type(exc).__name__})"

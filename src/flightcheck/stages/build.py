@@ -163,9 +163,7 @@ async def _dependency_calls(ctx: Context, res: StageResult, runtime: Runtime, im
         res.details["dependency_calls"] = f"not checked: {why}"
         return f"calls into dependencies not checked: {why}"
     started = time.perf_counter()
-    # thousands of small files: on tmpfs when there is one (10x faster to write than a disk)
-    shm = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
-    with tempfile.TemporaryDirectory(prefix="flightcheck-deps-", dir=shm) as tmp:
+    with tempfile.TemporaryDirectory(prefix="flightcheck-deps-", dir=_scratch()) as tmp:
         env = await runtime.dependency_env(image, Path(tmp))
         if isinstance(env, str):
             res.details["dependency_calls"] = f"not checked: {env}"
@@ -192,6 +190,21 @@ async def _dependency_calls(ctx: Context, res: StageResult, runtime: Runtime, im
         return (f"{len(failing)} call(s) into the installed dependencies fail whatever the "
                 f"input (first: {failing[0].rel}:{failing[0].line} {failing[0].message})")
     return f"calls into the installed dependencies ok ({len(files)} file(s), ty)"
+
+
+_SHM = Path("/dev/shm")
+_SHM_ROOM = 1 << 30  # an ML image's sources run to hundreds of MB; a container's /dev/shm is 64 MB
+
+
+def _scratch() -> str | None:
+    """Where the image's package sources go: thousands of small files, 10x faster to write to
+    tmpfs than to a disk, but only when the tmpfs has room (else the system's temp dir)."""
+    try:
+        st = os.statvfs(_SHM)
+    except OSError:
+        return None
+    room = st.f_bavail * st.f_frsize
+    return str(_SHM) if room >= _SHM_ROOM and os.access(_SHM, os.W_OK) else None
 
 
 _NOISE = ("--->", "Removing intermediate container")
