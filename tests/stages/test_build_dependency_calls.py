@@ -19,6 +19,12 @@ from flightcheck.stages import build
 ASKDESK = Path(__file__).resolve().parent.parent / "fixtures" / "onboard" / "askdesk"
 
 
+@pytest.fixture(autouse=True)
+def _fresh_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test's first build checks for real (the dependency verdict is cached by image)."""
+    monkeypatch.setenv("FLIGHTCHECK_CACHE_DIR", str(tmp_path / "cache"))
+
+
 def _ctx(tmp_path: Path) -> Context:
     shutil.copytree(ASKDESK, tmp_path / "askdesk", ignore=shutil.ignore_patterns("__pycache__"))
     (tmp_path / "flightcheck.toml").write_text(
@@ -36,6 +42,7 @@ async def test_a_keyword_the_pinned_openai_sdk_lacks_fails_the_build(
     assert ok.status is Status.PASS, ok
     assert "calls into the installed dependencies ok (4 file(s), ty)" in ok.summary
     assert ok.measurement("dependency_calls_failing") == 0
+    assert ok.measurement("dependency_check_cached") is False
 
     llm = tmp_path / "askdesk" / "service" / "llm.py"
     llm.write_text(llm.read_text().replace("temperature=TEMPERATURE,",
@@ -46,6 +53,33 @@ async def test_a_keyword_the_pinned_openai_sdk_lacks_fails_the_build(
     assert (finding.code, finding.file, finding.line) == ("FC902", "service/llm.py", 24)
     assert finding.message == ("`max_token` is not a parameter of AsyncCompletions.create() in "
                                "the image's openai 3.57.0")
+
+    # the same image and code again: the verdict from the cache, the finding with it
+    again = await build.run(ctx)
+    assert again.status is Status.FAIL and again.findings == res.findings, again
+    assert again.measurement("dependency_check_cached") is True
+    assert again.measurement("dependency_check_seconds") < res.measurement(
+        "dependency_check_seconds") / 5
+
+
+@pytest.mark.docker
+@pytest.mark.anyio
+async def test_the_dependency_verdict_is_cached_by_image_and_can_be_turned_off(
+    docker_client: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ctx = _ctx(tmp_path)
+    first = await build.run(ctx)
+    assert first.measurement("dependency_check_cached") is False, first
+    second = await build.run(ctx)
+    assert second.measurement("dependency_check_cached") is True, second
+    assert second.summary.rpartition("; ")[2] == first.summary.rpartition("; ")[2] == (
+        "calls into the installed dependencies ok (4 file(s), ty)")
+    assert second.measurement("dependency_check_seconds") < first.measurement(
+        "dependency_check_seconds") / 5
+
+    monkeypatch.setenv("FLIGHTCHECK_NO_CACHE", "1")
+    off = await build.run(ctx)
+    assert off.measurement("dependency_check_cached") is False, off
 
 
 @pytest.fixture

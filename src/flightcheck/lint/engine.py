@@ -573,7 +573,7 @@ def lint_paths(
     if config.cache and not disabled_by_env():
         cache = LintCache.open(root, key_of(
             __version__, sys.version, sorted(enabled), settings.fingerprint(), python, target,
-            ruff_select, _tool_id(ruff_bin), _tool_id(ty_bin)))
+            ruff_select, tool_id(ruff_bin), tool_id(ty_bin)))
     hashes, candidates, stats = _fingerprint(files.python + files.text, cache, run_ns)
     cached: dict[str, Entry] = {}
     if cache is not None:
@@ -758,7 +758,7 @@ def _fingerprint(tasks: list[worker.Task], cache: LintCache | None, run_ns: int,
     return hashes, candidates, stats
 
 
-def _tool_id(binary: str | None) -> tuple[str, int, int] | None:
+def tool_id(binary: str | None) -> tuple[str, int, int] | None:
     """A tool's identity for the cache key: its path, size and mtime (a new version differs)."""
     if binary is None:
         return None

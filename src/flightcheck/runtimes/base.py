@@ -22,6 +22,7 @@ class Image:
     build_seconds: float = 0.0
     cached: bool = False
     log_tail: str = ""
+    digest: str = ""  # what was built, by content (docker: the image ID); "" when unknown
 
 
 @dataclass(frozen=True)

@@ -490,6 +490,7 @@ class DockerRuntime:
             build_seconds=time.perf_counter() - started,
             cached=before == image_id,
             log_tail="\n".join(tail),
+            digest=image_id,
         )
 
     def _image_id(self, ref: str) -> str | None:

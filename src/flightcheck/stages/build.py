@@ -19,10 +19,12 @@ import tempfile
 import time
 from pathlib import Path
 
+from flightcheck import __version__
 from flightcheck.context import Context
 from flightcheck.errors import ConfigError, StageError
 from flightcheck.lint import deptypes
-from flightcheck.lint.engine import enabled_codes, find_tool, own_python_files
+from flightcheck.lint.cache import digest, disabled_by_env, key_of
+from flightcheck.lint.engine import enabled_codes, find_tool, own_python_files, tool_id
 from flightcheck.lint.rules import RULES
 from flightcheck.results import Finding, Severity, StageName, StageResult, Status
 from flightcheck.runtimes import select_runtime
@@ -163,25 +165,34 @@ async def _dependency_calls(ctx: Context, res: StageResult, runtime: Runtime, im
         res.details["dependency_calls"] = f"not checked: {why}"
         return f"calls into dependencies not checked: {why}"
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="flightcheck-deps-", dir=_scratch()) as tmp:
-        env = await runtime.dependency_env(image, Path(tmp))
-        if isinstance(env, str):
-            res.details["dependency_calls"] = f"not checked: {env}"
-            return f"calls into dependencies not checked: {env}"
-        try:
-            calls = await deptypes.check(ty, cfg.source_dir.resolve(), files, env.python,
-                                         env.version, list(env.sites))
-        except RuntimeError as exc:
-            res.details["dependency_calls"] = f"not checked: {exc}"
-            return f"calls into dependencies not checked: {exc}"
+    key = _cache_key(image, ty, files, codes) if cfg.lint.cache and not disabled_by_env() else None
+    calls = deptypes.cached(key) if key else None
+    if calls is None:
+        with tempfile.TemporaryDirectory(prefix="flightcheck-deps-", dir=_scratch()) as tmp:
+            env = await runtime.dependency_env(image, Path(tmp))
+            if isinstance(env, str):
+                res.details["dependency_calls"] = f"not checked: {env}"
+                return f"calls into dependencies not checked: {env}"
+            try:
+                calls = await deptypes.check(ty, cfg.source_dir.resolve(), files, env.python,
+                                             env.version, list(env.sites))
+            except RuntimeError as exc:
+                res.details["dependency_calls"] = f"not checked: {exc}"
+                return f"calls into dependencies not checked: {exc}"
+        if key:
+            deptypes.remember(key, calls)
+        how = "checked by ty"
+    else:
+        how = "the same image and code as a checked build (cache)"
     seconds = time.perf_counter() - started
     res.measure("dependency_check_seconds", round(seconds, 3), "s")
     res.measure("dependency_check_files", len(files))
+    res.measure("dependency_check_cached", how.endswith("(cache)"))
     failing = [c for c in calls if c.code in codes]
     res.measure("dependency_calls_failing", len(failing))
     res.details["dependency_calls"] = "checked"
-    ctx.log(STAGE, f"calls into the image's packages: {len(files)} file(s) checked by ty in "
-            f"{seconds:.1f} s, {len(failing)} fail whatever the input")
+    ctx.log(STAGE, f"calls into the image's packages: {len(files)} file(s), {how}, in "
+            f"{seconds:.1f} s; {len(failing)} fail whatever the input")
     for c in failing:
         res.findings.append(Finding(code=c.code, category="type", message=c.message, file=c.rel,
                                     line=c.line, col=c.col, fix=RULES[c.code].fix))
@@ -190,6 +201,18 @@ async def _dependency_calls(ctx: Context, res: StageResult, runtime: Runtime, im
         return (f"{len(failing)} call(s) into the installed dependencies fail whatever the "
                 f"input (first: {failing[0].rel}:{failing[0].line} {failing[0].message})")
     return f"calls into the installed dependencies ok ({len(files)} file(s), ty)"
+
+
+def _cache_key(image: Image, ty: str, files: dict[str, str], codes: frozenset[str]) -> str | None:
+    """What the verdict depends on: the image by content (none: no cache), ty, the project's
+    files by content, the codes. None when a file cannot be read (the check reports it)."""
+    if not image.digest:
+        return None
+    try:
+        contents = sorted((rel, digest(Path(path).read_bytes())) for path, rel in files.items())
+    except OSError:
+        return None
+    return key_of(__version__, image.digest, tool_id(ty), sorted(codes), contents)
 
 
 _SHM = Path("/dev/shm")
