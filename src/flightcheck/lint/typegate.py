@@ -10,8 +10,8 @@ signature is declared in the project, a member missing from a project module, a 
 (a number, a string, None) being called.
 
 Why ty and not pyrefly: on the same fixtures both find the same defects; on the CPython
-standard library copy of ``bench/bench_lint.py`` ty took 16.0 s and pyrefly 31.2 s in the same
-run (docs/lint.md, Speed).
+standard library copy of ``bench/bench_lint.py`` ty 0.0.108 took 4.8 s and 9.0 CPU-s, pyrefly
+1.5.0 5.8 s and 11.0 CPU-s, in the same run (docs/lint.md, Speed).
 """
 
 from __future__ import annotations
