@@ -100,6 +100,44 @@ def test_undeclared_imports_are_errors_with_the_module_named(tmp_path: Path) -> 
     assert "'numpy'" in messages and "'google.genai'" in messages and "'pandas'" in messages
 
 
+def test_a_test_files_imports_count_at_module_level_only(tmp_path: Path) -> None:
+    """Module level breaks the file's collection: a warning. Inside a test (or a block) it
+    fails that test, which the test run says itself; modules a test writes at run time
+    (`import pkg` after creating pkg/) look unresolved. Same verdict whether or not the file
+    is parsed for another rule (the second one holds an LLM call)."""
+    body = """
+        import pytest
+        from helpers import build_pkg
+
+        def test_loads(tmp_path):
+            build_pkg(tmp_path)
+            import pkg.sub
+            from pkg import thing
+            assert thing
+
+        if pytest:
+            import numpy
+    """
+    report = lint(tmp_path, {
+        "tests/test_plain.py": body,
+        "tests/test_llm.py": body + "        client.chat.completions.create(model=MODEL)\n",
+        "app.py": "def later():\n    import pandas\n",
+    })
+    found = {(f.file, f.line, f.severity.value) for f in report.findings if f.code == "FC201"}
+    assert found == {
+        ("tests/test_plain.py", 1, "warning"), ("tests/test_plain.py", 2, "warning"),
+        ("tests/test_llm.py", 1, "warning"), ("tests/test_llm.py", 2, "warning"),
+        ("app.py", 2, "error"),  # outside tests, inside a function still counts
+    }
+
+
+def test_a_test_file_with_only_nested_unresolved_imports_is_not_parsed(tmp_path: Path) -> None:
+    report = lint(tmp_path, {"tests/test_x.py": "def test_a():\n    import pkg\n"})
+    assert report.findings == [] and report.parsed == 0
+    report = lint(tmp_path, {"tests/test_x.py": "import pkg\ndef test_a():\n    pass\n"})
+    assert [(f.code, f.line) for f in report.findings] == [("FC201", 1)]
+
+
 def test_guarded_and_type_checking_imports_are_fine(tmp_path: Path) -> None:
     report = lint(tmp_path, {
         "app.py": """

@@ -15,7 +15,7 @@ import re
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from flightcheck.lint.textscan import (
     LineIndex,
@@ -132,30 +132,44 @@ _LLM_METHOD = re.compile(
 )
 
 
-def _imported_modules(text: str) -> tuple[set[str], bool]:
-    """Absolute modules named by import statements (a superset: lines inside strings count
-    too), and whether some import was written too oddly to read without parsing."""
+class _Imports(NamedTuple):
+    modules: set[str]  # absolute modules named by import statements
+    odd: bool  # some import written too oddly to read without parsing
+    top: set[str]  # the same, for statements at column 0 (not in a function, class or block)
+    top_odd: bool
+
+
+def _imported_modules(text: str) -> _Imports:
+    """What the import statements name (a superset: lines inside strings count too)."""
     found: set[str] = set()
-    odd = False
+    top: set[str] = set()
+    odd = top_odd = False
     for m in _IMPORT_WORD.finditer(text):
         line_start = text.rfind("\n", 0, m.start()) + 1
         prefix = text[line_start : m.start()]
+        at_top = prefix[:1] not in (" ", "\t")
         if not prefix or prefix.isspace():
             items = m.group(1).strip()
             if not items or items.endswith(("\\", ",", "(")):
                 odd = True
+                top_odd = top_odd or at_top
                 continue
             for item in items.split(","):
                 im = _IMPORT_ITEM.fullmatch(item)
                 if im is None:
                     odd = True
+                    top_odd = top_odd or at_top
                 else:
                     found.add(im.group(1))
+                    if at_top:
+                        top.add(im.group(1))
         else:
             fm = _FROM_PREFIX.fullmatch(prefix)
             if fm is not None and not fm.group(1).startswith("."):
                 found.add(fm.group(1))
-    return found, odd
+                if at_top:
+                    top.add(fm.group(1))
+    return _Imports(found, odd, top, top_odd)
 
 
 def _secret_hint(text: str) -> bool:
@@ -269,9 +283,12 @@ class Scanner:
         imported: set[str] = set()
         need_imports = need_ai = need_exprs = False
         if self._want_imports or self._want_ai:
-            imported, odd = _imported_modules(text)
+            found = _imported_modules(text)
+            imported = found.modules
+            # a test's imports count at module level only (see _Visitor._check_import)
+            judged, odd = (found.top, found.top_odd) if is_test else (imported, found.odd)
             need_imports = self._want_imports and (
-                odd or any(not self.s.resolves(m) or self.s.namespace(m) for m in imported)
+                odd or any(not self.s.resolves(m) or self.s.namespace(m) for m in judged)
             )
         if self._want_ai:
             tops = {m.partition(".")[0] for m in imported}
@@ -952,6 +969,11 @@ class _Visitor:
 
     def _check_import(self, node: ast.stmt, module: str, names: tuple[str, ...]) -> None:
         if self.type_checking or self.frames[-1].import_guard or "FC201" not in self.s.enabled:
+            return
+        # In a test, one inside a function or block fails that test, which the test run
+        # reports itself (and modules the test writes at run time look unresolved); one at
+        # module level breaks the whole file's collection.
+        if self.is_test and node.col_offset:
             return
         s = self.s
         if s.resolves(module):
