@@ -100,6 +100,19 @@ def test_undeclared_imports_are_errors_with_the_module_named(tmp_path: Path) -> 
     assert "'numpy'" in messages and "'google.genai'" in messages and "'pandas'" in messages
 
 
+def test_imports_after_a_semicolon_or_a_colon_on_one_line_are_judged(tmp_path: Path) -> None:
+    """The text gate read only statements that start a line: these files were never parsed."""
+    report = lint(tmp_path, {
+        "a.py": "import os; import notinstalled\n",
+        "b.py": "import sys\nif sys.argv: import notinstalled2\n",
+        "c.py": "x = 1; from nothere import thing\n",
+        "d.py": 'HELP = "usage: import os"\nNOTE = "then: import notinstalled3"\n',
+    })
+    assert hits(report, "FC201") == {("a.py", 1, "FC201"), ("b.py", 2, "FC201"),
+                                     ("c.py", 1, "FC201")}
+    assert report.parsed == 4  # d.py parsed (a string looked like an import), nothing found
+
+
 def test_a_test_files_imports_count_at_module_level_only(tmp_path: Path) -> None:
     """Module level breaks the file's collection: a warning. Inside a test (or a block) it
     fails that test, which the test run says itself; modules a test writes at run time
@@ -129,6 +142,11 @@ def test_a_test_files_imports_count_at_module_level_only(tmp_path: Path) -> None
         ("tests/test_llm.py", 1, "warning"), ("tests/test_llm.py", 2, "warning"),
         ("app.py", 2, "error"),  # outside tests, inside a function still counts
     }
+
+
+def test_a_test_files_one_line_module_level_import_counts(tmp_path: Path) -> None:
+    report = lint(tmp_path, {"tests/test_x.py": "import os; import pkg\nif os: import pkg2\n"})
+    assert [(f.code, f.line) for f in report.findings] == [("FC201", 1)]
 
 
 def test_a_test_file_with_only_nested_unresolved_imports_is_not_parsed(tmp_path: Path) -> None:

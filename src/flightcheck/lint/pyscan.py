@@ -104,7 +104,8 @@ class FileResult:
 # --- cheap text gates ----------------------------------------------------------------------
 
 _IMPORT_WORD = re.compile(r"import[ \t]+([^\n#;]*)")
-_FROM_PREFIX = re.compile(r"[ \t]*from[ \t]+([.\w]+)[ \t]+")
+# `from X ` before an `import` word, at a line's start or after `;`/`:` (`if x: from a import b`)
+_FROM_PREFIX = re.compile(r"(?:.*[;:])?[ \t]*from[ \t]+([.\w]+)[ \t]+")
 _IMPORT_ITEM = re.compile(r"\s*([\w.]+)(?:\s+as\s+\w+)?\s*")
 # Literal-first patterns over lower-cased text: re finds a literal prefix far faster than an
 # alternation, and this gate runs on every file.
@@ -148,7 +149,8 @@ def _imported_modules(text: str) -> _Imports:
         line_start = text.rfind("\n", 0, m.start()) + 1
         prefix = text[line_start : m.start()]
         at_top = prefix[:1] not in (" ", "\t")
-        if not prefix or prefix.isspace():
+        # a statement starts the line, or follows `;` or a one-line block's `:`
+        if not prefix or prefix.isspace() or prefix.rstrip()[-1:] in (";", ":"):
             items = m.group(1).strip()
             if not items or items.endswith(("\\", ",", "(")):
                 odd = True
@@ -944,7 +946,7 @@ class _Visitor:
             else:
                 top = alias.name.partition(".")[0]
                 self.aliases[top] = top
-            self._check_import(node, alias.name, ())
+            self._check_import(node, alias.name, (), parent)
             self._sdk_import(node, alias.name)
 
     def v_import_from(self, node: ast.ImportFrom, parent: ast.AST | None) -> None:
@@ -953,7 +955,7 @@ class _Visitor:
         for alias in node.names:
             self.aliases[alias.asname or alias.name] = f"{node.module}.{alias.name}"
             self._sdk_import(node, f"{node.module}.{alias.name}")
-        self._check_import(node, node.module, tuple(a.name for a in node.names))
+        self._check_import(node, node.module, tuple(a.name for a in node.names), parent)
 
     def _sdk_import(self, node: ast.stmt, module: str) -> None:
         """FC212/FC213: provider modules that are gone or at their end of life."""
@@ -967,13 +969,14 @@ class _Visitor:
                 self.add("FC213", node, f"{old}: {why}")
                 return
 
-    def _check_import(self, node: ast.stmt, module: str, names: tuple[str, ...]) -> None:
+    def _check_import(self, node: ast.stmt, module: str, names: tuple[str, ...],
+                      parent: ast.AST | None) -> None:
         if self.type_checking or self.frames[-1].import_guard or "FC201" not in self.s.enabled:
             return
         # In a test, one inside a function or block fails that test, which the test run
         # reports itself (and modules the test writes at run time look unresolved); one at
         # module level breaks the whole file's collection.
-        if self.is_test and node.col_offset:
+        if self.is_test and not isinstance(parent, ast.Module):
             return
         s = self.s
         if s.resolves(module):
