@@ -42,6 +42,20 @@ def disabled_by_env() -> bool:
     return os.environ.get("FLIGHTCHECK_NO_CACHE", "") not in ("", "0")
 
 
+def write_atomically(path: Path, data: bytes) -> None:
+    """``data`` at ``path`` whole or not at all: a temp file beside it, then a rename (a reader
+    never sees half a record). Raises OSError."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def digest(data: bytes) -> bytes:
     return hashlib.blake2b(data, digest_size=16).digest()
 
@@ -113,15 +127,7 @@ class LintCache:
         data = {"format": _FORMAT, "key": self.key, "root": str(root), "entries": entries,
                 "type_key": type_key, "type_results": type_results, "facts": facts or {}}
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".lint-", suffix=".tmp")
-            try:
-                with os.fdopen(fd, "wb") as fh:
-                    pickle.dump(data, fh, protocol=pickle.HIGHEST_PROTOCOL)
-                os.replace(tmp, self.path)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+            write_atomically(self.path, pickle.dumps(data, protocol=pickle.HIGHEST_PROTOCOL))
         except OSError as exc:
             return f"lint cache not written ({exc.strerror or exc}): the next run starts cold"
         return None

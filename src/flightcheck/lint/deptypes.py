@@ -17,15 +17,13 @@ from __future__ import annotations
 import ast
 import contextlib
 import json
-import os
 import re
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import anyio
 
-from flightcheck.lint.cache import cache_dir
+from flightcheck.lint.cache import cache_dir, write_atomically
 from flightcheck.lint.typegate import decorator_names, is_declaration_only, parse_output
 
 # ty rule → flightcheck code; no-matching-overload is re-judged (see module docstring)
@@ -71,14 +69,8 @@ def remember(key: str, calls: list[DependencyCall]) -> None:
     """Record a finished check (best effort: an unwritable cache only costs the next run)."""
     folder = cache_dir() / "dependency-calls"
     with contextlib.suppress(OSError):
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w") as fh:
-                json.dump({"calls": [asdict(c) for c in calls]}, fh)
-            os.replace(tmp, folder / f"{key}.json")
-        finally:
-            Path(tmp).unlink(missing_ok=True)  # gone already when replaced
+        write_atomically(folder / f"{key}.json",
+                         json.dumps({"calls": [asdict(c) for c in calls]}).encode())
         records = sorted(folder.glob("*.json"), key=lambda p: p.stat().st_mtime, reverse=True)
         for old in records[_KEEP:]:
             old.unlink(missing_ok=True)

@@ -167,6 +167,7 @@ async def _dependency_calls(ctx: Context, res: StageResult, runtime: Runtime, im
     started = time.perf_counter()
     key = _cache_key(image, ty, files, codes) if cfg.lint.cache and not disabled_by_env() else None
     calls = deptypes.cached(key) if key else None
+    from_cache = calls is not None
     if calls is None:
         with tempfile.TemporaryDirectory(prefix="flightcheck-deps-", dir=_scratch()) as tmp:
             env = await runtime.dependency_env(image, Path(tmp))
@@ -181,13 +182,11 @@ async def _dependency_calls(ctx: Context, res: StageResult, runtime: Runtime, im
                 return f"calls into dependencies not checked: {exc}"
         if key:
             deptypes.remember(key, calls)
-        how = "checked by ty"
-    else:
-        how = "the same image and code as a checked build (cache)"
+    how = "the same image and code as a checked build (cache)" if from_cache else "checked by ty"
     seconds = time.perf_counter() - started
     res.measure("dependency_check_seconds", round(seconds, 3), "s")
     res.measure("dependency_check_files", len(files))
-    res.measure("dependency_check_cached", how.endswith("(cache)"))
+    res.measure("dependency_check_cached", from_cache)
     failing = [c for c in calls if c.code in codes]
     res.measure("dependency_calls_failing", len(failing))
     res.details["dependency_calls"] = "checked"
