@@ -151,7 +151,10 @@ class FakeAnalysis:
         cand, stable = self.by_step.get(plan.percent, (good, good))
         decision = judge(cand, stable)
         return StepObservation(candidate=cand, stable=stable, decision=decision, complete=True,
-                               duration_s=0.01, metrics={plan.candidate: {"requests": 50}},
+                               duration_s=0.01, metrics={
+                                   plan.candidate: {"requests": cand.requests},
+                                   **({plan.stable: {"requests": stable.requests}}
+                                      if plan.stable and stable else {})},
                                first_bad_at=1.0 if decision.rollback else None,
                                crossed_at=2.0 if decision.rollback else None)
 
@@ -260,6 +263,9 @@ def test_a_failed_step_puts_the_recorded_split_back_with_the_reason() -> None:
     assert [p.percent for p in analysis.plans] == [10]
     assert outcome.steps[0].verdict == "fail"
     assert outcome.rollback_s is not None and outcome.verdict_to_rollback_s is not None
+    # The transition back says what the rollback point was judged on.
+    (back,) = [e["reason"] for e in outcome.events if e["to"] == "rolling back"]
+    assert back.endswith("; svc-v1 held every threshold on its 400 answers in the step")
     assert spec.LOCK_ANNOTATION not in api.service.annotations  # type: ignore[union-attr]
 
 

@@ -391,6 +391,9 @@ def test_an_unhealthy_rollback_point_is_left_alone_and_reported(
     assert d["status"] == "halted" and d["rolled_back"] is False
     assert "rollback point is unhealthy too (fc-bad-point-by-hand: error rate" in d["reason"]
     assert "a person must act" in d["reason"]
+    # Judged on min_requests of its own answers, not the one or two it had given when the
+    # candidate's first error crossed (which called it healthy now and then).
+    assert d["steps"][0]["metrics"]["fc-bad-point-by-hand"]["requests"] >= 10
     assert api.split("fc-bad-point") == [("fc-bad-point-by-hand", 90), (d["revision"], 10)]
     assert spec.LOCK_ANNOTATION not in api.service("fc-bad-point").annotations
 

@@ -19,6 +19,11 @@ back — the error rate counts as crossed once the errors already seen exceed wh
 of its first bad answers; or after ``max_step_s`` without enough evidence. Each target URL runs
 through the cases on its own, so a revision reached by its tag URL gets every case too.
 
+A rollback verdict is held back until the rollback point, while it takes traffic, has also
+served ``min_requests`` answers covering every case (by tag URL only it is sent to meanwhile), or
+one bounded window has passed: the rollout must not move traffic back onto it — nor halt — on
+the one or two answers it gave before the candidate's first errors.
+
 With a quality baseline (``flightcheck baseline save``), each step's candidate is also compared
 with it (``lessons.quality.compare`` on the answer and format shares): more than ``fail_worse``
 worse rolls back with the comparison's reason, more than ``warn_worse`` is logged and recorded.
@@ -270,6 +275,10 @@ class Analysis:
             t.revision in (None, plan.stable) for t in targets) and plan.percent < 100
         verdict: list[Decision] = []
         crossed_at: list[float] = []
+        # The candidate's rollback verdict while the rollback point's own evidence is gathered
+        # (it must be judged before traffic moves back onto it), and until when.
+        pending: list[Decision] = []
+        point_deadline = [math.inf]
         auth_who = self._auth(plan.service_url, [t.url for t in targets]) if self._auth else None
         auth, who = auth_who if auth_who else (None, "anonymous (no ID token)")
         done = anyio.Event()
@@ -283,6 +292,11 @@ class Analysis:
                 return
             cand = stats.get(plan.candidate, RevisionStats())
             stable = stats.get(plan.stable) if plan.stable else None
+            if pending:
+                if final or self._point_judged(stable) or elapsed() >= point_deadline[0]:
+                    verdict.append(pending[0])
+                    done.set()
+                return
             secs = max(elapsed(), 1e-6)
             decision = judge(cand.observed(secs, min_requests=self.min_requests),
                              stable.observed(secs) if stable and stable.requests else None)
@@ -293,6 +307,18 @@ class Analysis:
             if enough and not decision.rollback:
                 decision = self._with_baseline(decision, cand)
             if decision.rollback:  # before min_requests only a certain error rate gets here
+                if stable_serves and not self._point_judged(stable):
+                    # A bad candidate's first errors can come before the rollback point has
+                    # answered anything: two answers would then call it healthy.
+                    crossed_at.append(time.time())
+                    pending.append(decision)
+                    window = self._point_window(plan, stable)
+                    point_deadline[0] = elapsed() + window
+                    self._log(
+                        f"step {plan.index}: {decision.because()}; the rollback point has "
+                        f"answered {stable.requests if stable else 0} of {self.min_requests} "
+                        f"requests: judging it before traffic moves back (up to {window:.1f} s)")
+                    return
                 verdict.append(decision)
             elif enough and elapsed() >= self.step_duration_s:
                 verdict.append(decision)
@@ -324,6 +350,9 @@ class Analysis:
                     if done.is_set():
                         return
                     target = next(order)
+                    if pending and target.revision == plan.candidate:
+                        # The candidate is judged; by tag URL the point can be reached alone.
+                        target = next(t for t in targets if t.revision != plan.candidate)
                     seen.clear()
                     result = await runners[target.url].run_case(next(cases[target.url]))
                     if done.is_set():
@@ -374,14 +403,31 @@ class Analysis:
             if against["status"] == Status.WARN.value:
                 self._log(f"step {plan.index}: worse than the quality baseline (warning): "
                           f"{against['reason']}")
+        # After a rollback verdict ``stable`` is the rollback point's health evidence: below
+        # min_requests answers only an error rate more answers could not change counts, so a
+        # handful of answers never halts a rollback (nor clears a point that failed them).
+        point_min = self.min_requests if decision.rollback else 1
         return StepObservation(
             candidate=cand.observed(duration, min_requests=self.min_requests),
-            stable=stable.observed(duration) if stable and stable.requests else None,
+            stable=stable.observed(duration, min_requests=point_min)
+            if stable and stable.requests else None,
             decision=decision, complete=complete, duration_s=duration,
             metrics=metrics, proxy=proxy, first_bad_at=cand.first_bad_at,
             crossed_at=crossed_at[0] if crossed_at else None,
         )
 
+
+    def _point_judged(self, stable: RevisionStats | None) -> bool:
+        """The rollback point answered enough to be judged as the candidate is."""
+        return (stable is not None and stable.requests >= self.min_requests
+                and self._covered(stable))
+
+    def _point_window(self, plan: StepPlan, stable: RevisionStats | None) -> float:
+        """How long the rollback point may take for its missing answers: twice the time its
+        share of the rate needs, plus one request timeout for the answers in flight."""
+        missing = self.min_requests - (stable.requests if stable else 0)
+        share = 1.0 if self.attribution == "tags" else (100 - plan.percent) / 100
+        return self.request_timeout_s + 2 * max(missing, len(self.cases)) / (self.rate * share)
 
     def _with_baseline(self, decision: Decision, cand: RevisionStats) -> Decision:
         """Roll back when the candidate is more than ``fail_worse`` worse than the baseline."""

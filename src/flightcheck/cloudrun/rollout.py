@@ -217,6 +217,16 @@ class StepObservation:
     crossed_at: float | None = None  # when the verdict was reached
 
 
+def _point_evidence(stable: str | None, seen: StepObservation) -> str:
+    """What the rollback point was judged on, for the log line that moves traffic back."""
+    if stable is None:
+        return "the rollback point serves no revision to judge"
+    answers = seen.metrics.get(stable, {}).get("requests") or 0
+    if not answers:
+        return f"{stable} took none of this step's traffic: judged by its Ready condition only"
+    return f"{stable} held every threshold on its {answers} answers in the step"
+
+
 class Analyzer(Protocol):
     async def run_step(self, plan: StepPlan, judge: Judge) -> StepObservation: ...
 
@@ -618,7 +628,8 @@ class Rollout:
                 f"{reason}; but the rollback point is unhealthy too ({unhealthy}): traffic left "
                 f"as it is ({describe(splits)}) — a person must act: fix forward with a new "
                 "deploy, or move traffic with `flightcheck rollback --to REVISION`")
-        self._to(Phase.ROLLING_BACK, reason)
+        evidence = _point_evidence(main_revision(self._point), seen)
+        self._to(Phase.ROLLING_BACK, f"{reason}; {evidence}")
         await self._restore()
         done = time.time()
         if seen.first_bad_at is not None:
