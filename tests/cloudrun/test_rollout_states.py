@@ -265,7 +265,7 @@ def test_a_failed_step_puts_the_recorded_split_back_with_the_reason() -> None:
     assert outcome.rollback_s is not None and outcome.verdict_to_rollback_s is not None
     # The transition back says what the rollback point was judged on.
     (back,) = [e["reason"] for e in outcome.events if e["to"] == "rolling back"]
-    assert back.endswith("; svc-v1 held every threshold on its 400 answers in the step")
+    assert back.endswith("; svc-v1 held every threshold on its 400 answers at 10%")
     assert spec.LOCK_ANNOTATION not in api.service.annotations  # type: ignore[union-attr]
 
 
@@ -280,6 +280,29 @@ def test_an_unhealthy_rollback_point_is_left_alone_and_a_person_is_asked_to_act(
     assert "a person must act" in outcome.reason
     assert api.serving() == [("svc-v1", 90), ("svc-v2", 10)]  # traffic left as it was
     assert spec.LOCK_ANNOTATION not in api.service.annotations  # type: ignore[union-attr]
+
+
+def test_at_100_percent_the_rollback_point_is_judged_on_its_answers_at_the_step_before() -> None:
+    # The last step sends the rollback point nothing: its own answers at 50% are the evidence.
+    bad = Observed(requests=40, errors=12, p95_ms=50, quality=1.0)
+    good = Observed(requests=50, errors=0, p95_ms=40, quality=1.0)
+    also_bad = Observed(requests=60, errors=30, p95_ms=50, quality=1.0)
+    api = FakeCloudRun()
+    _deployed(api)
+    halted = anyio.run(_rollout(api, "svc-v2", FakeAnalysis(
+        {50: (good, also_bad), 100: (bad, None)})).run)
+    assert halted.status == "halted", halted.reason
+    assert ("rollback point is unhealthy too (svc-v1: error rate 0.50 > 0.01 (its 60 answers "
+            "at 50%))") in halted.reason
+    assert api.serving() == [("svc-v2", 100)]  # left as it was
+
+    api = FakeCloudRun()
+    _deployed(api)
+    back = anyio.run(_rollout(api, "svc-v3", FakeAnalysis({100: (bad, None)})).run)
+    assert back.status == "rolled_back", back.reason
+    (line,) = [e["reason"] for e in back.events if e["to"] == "rolling back"]
+    assert line.endswith("; svc-v1 held every threshold on its 50 answers at 50%")
+    assert api.serving() == [("svc-v1", 100)]
 
 
 def test_a_candidate_that_never_gets_ready_never_gets_traffic() -> None:

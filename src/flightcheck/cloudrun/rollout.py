@@ -217,14 +217,13 @@ class StepObservation:
     crossed_at: float | None = None  # when the verdict was reached
 
 
-def _point_evidence(stable: str | None, seen: StepObservation) -> str:
-    """What the rollback point was judged on, for the log line that moves traffic back."""
-    if stable is None:
-        return "the rollback point serves no revision to judge"
-    answers = seen.metrics.get(stable, {}).get("requests") or 0
-    if not answers:
-        return f"{stable} took none of this step's traffic: judged by its Ready condition only"
-    return f"{stable} held every threshold on its {answers} answers in the step"
+def _answers(seen: StepObservation, revision: str | None) -> int:
+    """How many answers ``revision`` gave in the step (``Observed.requests`` is the count the
+    decision used, which below ``min_requests`` is ``min_requests``)."""
+    if revision is None or seen.stable is None:
+        return 0
+    count = seen.metrics.get(revision, {}).get("requests")
+    return count if isinstance(count, int) else seen.stable.requests
 
 
 class Analyzer(Protocol):
@@ -324,6 +323,9 @@ class Rollout:
         self._service: run_v2.Service | None = None  # as last seen (its etag is ours)
         self._locked = False
         self._baseline_cost: float | None = None
+        # The rollback point's latest answers (Observed, how many, at which step's percent): a
+        # 100% step sends it nothing, so its health is judged on what it served before.
+        self._point_seen: tuple[Observed, int, int] | None = None
 
     # --- logging ---------------------------------------------------------------------------
 
@@ -609,6 +611,9 @@ class Rollout:
         seen = await self.analyzer.run_step(plan, self._judge)
         if seen.stable is not None and seen.stable.cost_per_request_usd is not None:
             self._baseline_cost = seen.stable.cost_per_request_usd
+        answers = _answers(seen, stable)
+        if seen.stable is not None and answers:
+            self._point_seen = (seen.stable, answers, percent)
         decision = seen.decision
         failed = decision.rollback or not seen.complete
         reason = decision.because(f"at {percent}%") if decision.reasons else ""
@@ -620,7 +625,7 @@ class Rollout:
                       f"({_brief(seen.candidate)})")
             return None
         # The rollback point must itself be fit to take the traffic back.
-        unhealthy = await self._rollback_point_problems(seen)
+        unhealthy = await self._rollback_point_problems(percent)
         if unhealthy:
             await self._release(traffic=None)  # traffic stays; the next deploy may fix forward
             return self._finish(
@@ -628,7 +633,7 @@ class Rollout:
                 f"{reason}; but the rollback point is unhealthy too ({unhealthy}): traffic left "
                 f"as it is ({describe(splits)}) — a person must act: fix forward with a new "
                 "deploy, or move traffic with `flightcheck rollback --to REVISION`")
-        evidence = _point_evidence(main_revision(self._point), seen)
+        evidence = self._point_evidence(stable)
         self._to(Phase.ROLLING_BACK, f"{reason}; {evidence}")
         await self._restore()
         done = time.time()
@@ -640,7 +645,7 @@ class Rollout:
         return self._finish("rolled_back", Phase.ROLLED_BACK,
                             f"{reason}; traffic is back on {describe(self._point)}")
 
-    async def _rollback_point_problems(self, seen: StepObservation) -> str:
+    async def _rollback_point_problems(self, seen_percent: int) -> str:
         stable = main_revision(self._point)
         if stable is None:
             return ""
@@ -650,11 +655,22 @@ class Rollout:
         ready = next((c for c in revision.conditions if c.type_ == "Ready"), None)
         if ready is None or ready.state != _SUCCEEDED:
             return f"revision {stable} is not ready" + (f": {ready.message}" if ready else "")
-        if seen.stable is not None and seen.stable.requests:
-            reasons = health_reasons(seen.stable, self.settings.thresholds)
+        if self._point_seen is not None:
+            observed, answers, percent = self._point_seen
+            reasons = health_reasons(observed, self.settings.thresholds)
             if reasons:
-                return f"{stable}: " + "; ".join(reasons)
+                at = "" if percent == seen_percent else f" (its {answers} answers at {percent}%)"
+                return f"{stable}: " + "; ".join(reasons) + at
         return ""
+
+    def _point_evidence(self, stable: str | None) -> str:
+        """What the rollback point was judged on, for the transition that moves traffic back."""
+        if stable is None:
+            return "the rollback point serves no revision to judge"
+        if self._point_seen is None:
+            return f"{stable} took none of the steps' traffic: judged by its Ready condition only"
+        _, answers, percent = self._point_seen
+        return f"{stable} held every threshold on its {answers} answers at {percent}%"
 
     async def _promote(self) -> Outcome:
         self._to(Phase.PROMOTING, f"100% to {self.revision}")
