@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
+from http_support import serving
 from mathcoach_support import ServiceProcess
 
 KEY = "sk-test-0123456789abcdefSECRET"
@@ -95,15 +96,9 @@ def _handler(stub: StubOpenAI) -> type[BaseHTTPRequestHandler]:
 @pytest.fixture(scope="module")
 def stub() -> Iterator[StubOpenAI]:
     state = StubOpenAI()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(state))
-    state.url = f"http://127.0.0.1:{server.server_address[1]}/v1"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(ThreadingHTTPServer(("127.0.0.1", 0), _handler(state))) as server:
+        state.url = f"http://127.0.0.1:{server.server_address[1]}/v1"
         yield state
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 @pytest.fixture(scope="module")

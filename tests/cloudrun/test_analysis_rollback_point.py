@@ -16,6 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import anyio
 import pytest
+from http_support import serving
 
 from flightcheck.cloudrun.analysis import REVISION_HEADER, Analysis
 from flightcheck.cloudrun.rollout import StepObservation, StepPlan
@@ -83,14 +84,8 @@ class _Handler(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def split() -> Iterator[_Split]:
-    server = _Split(Behaviour())
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(_Split(Behaviour())) as server:
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def _judge(candidate: Observed, stable: Observed | None) -> Decision:
