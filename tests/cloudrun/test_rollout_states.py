@@ -134,8 +134,9 @@ class FakeAnalysis:
     """Per step, what the candidate and the rollback point 'served'."""
 
     def __init__(self, by_step: dict[int, tuple[Observed, Observed | None]] | None = None,
-                 *, hang_at: int | None = None) -> None:
+                 *, hang_at: int | None = None, point_answers: int | None = None) -> None:
         self.by_step = by_step or {}
+        self.point_answers = point_answers  # fewer than the Observed's count: thin evidence
         self.plans: list[StepPlan] = []
         self.hang_at = hang_at
         self.entered = anyio.Event()
@@ -153,7 +154,8 @@ class FakeAnalysis:
         return StepObservation(candidate=cand, stable=stable, decision=decision, complete=True,
                                duration_s=0.01, metrics={
                                    plan.candidate: {"requests": cand.requests},
-                                   **({plan.stable: {"requests": stable.requests}}
+                                   **({plan.stable: {"requests": self.point_answers
+                                                     or stable.requests}}
                                       if plan.stable and stable else {})},
                                first_bad_at=1.0 if decision.rollback else None,
                                crossed_at=2.0 if decision.rollback else None)
@@ -303,6 +305,19 @@ def test_at_100_percent_the_rollback_point_is_judged_on_its_answers_at_the_step_
     (line,) = [e["reason"] for e in back.events if e["to"] == "rolling back"]
     assert line.endswith("; svc-v1 held every threshold on its 50 answers at 50%")
     assert api.serving() == [("svc-v1", 100)]
+
+
+def test_a_point_judged_on_fewer_than_min_requests_answers_says_what_it_saw() -> None:
+    # The analysis counts a thin sample's errors against min_requests (20): 0.10 is the rate
+    # no further answers could bring under the threshold, not what was seen.
+    bad = Observed(requests=40, errors=12, p95_ms=50, quality=1.0)
+    thin = Observed(requests=20, errors=2)
+    api = FakeCloudRun()
+    _deployed(api)
+    outcome = anyio.run(_rollout(api, "svc-v2", FakeAnalysis({10: (bad, thin)},
+                                                             point_answers=3)).run)
+    assert outcome.status == "halted", outcome.reason
+    assert "(svc-v1: error rate 0.10 > 0.01 (2 of its 3 answers failed))" in outcome.reason
 
 
 def test_a_candidate_that_never_gets_ready_never_gets_traffic() -> None:

@@ -659,8 +659,13 @@ class Rollout:
             observed, answers, percent = self._point_seen
             reasons = health_reasons(observed, self.settings.thresholds)
             if reasons:
-                at = "" if percent == seen_percent else f" (its {answers} answers at {percent}%)"
-                return f"{stable}: " + "; ".join(reasons) + at
+                # Below min_requests the decision counted errors against min_requests: say what
+                # it actually saw, and from which step when not this one.
+                said = (f"{observed.errors} of its {answers} answers failed"
+                        if answers < observed.requests else f"its {answers} answers")
+                at = f" at {percent}%" if percent != seen_percent else ""
+                suffix = f" ({said}{at})" if at or answers < observed.requests else ""
+                return f"{stable}: " + "; ".join(reasons) + suffix
         return ""
 
     def _point_evidence(self, stable: str | None) -> str:
