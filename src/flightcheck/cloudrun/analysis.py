@@ -287,13 +287,13 @@ class Analysis:
         def elapsed() -> float:
             return time.perf_counter() - started
 
-        def evaluate(final: bool = False) -> None:
+        def evaluate() -> None:
             if done.is_set():
                 return
             cand = stats.get(plan.candidate, RevisionStats())
             stable = stats.get(plan.stable) if plan.stable else None
             if pending:
-                if final or self._point_judged(stable) or elapsed() >= point_deadline[0]:
+                if self._point_judged(stable) or elapsed() >= point_deadline[0]:
                     verdict.append(pending[0])
                     done.set()
                 return
@@ -322,7 +322,7 @@ class Analysis:
                 verdict.append(decision)
             elif enough and elapsed() >= self.step_duration_s:
                 verdict.append(decision)
-            elif final or elapsed() >= self.max_step_s:
+            elif elapsed() >= self.max_step_s:
                 verdict.append(Decision(True, (self._not_enough(cand, stable),)))
             else:
                 return
