@@ -118,9 +118,9 @@ async def test_relays_requests_and_names_the_revision(servers: Callable[..., Awa
     assert summary["requests"] == 3 and summary["status_codes"] == {"200": 3}
 
 
-async def test_streams_chunked_responses_without_buffering(
-        servers: Callable[..., Awaitable[int]]) -> None:
-    release = asyncio.Event()
+def _stream(release: asyncio.Event) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter],
+                                                 Awaitable[None]]:
+    """An upstream that sends a chunked head and a first chunk, the rest once released."""
 
     async def stream(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await _head(reader)
@@ -130,18 +130,43 @@ async def test_streams_chunked_responses_without_buffering(
         writer.write(b"4\r\nlast\r\n0\r\n\r\n")
         await writer.drain()
 
-    listener, _ = await _listener(("s-001", await servers(stream), 100))
+    return stream
+
+
+async def test_streams_chunked_responses_without_buffering(
+        servers: Callable[..., Awaitable[int]]) -> None:
+    release = asyncio.Event()
+    listener, metrics = await _listener(("s-001", await servers(_stream(release)), 100))
     try:
         async with httpx.AsyncClient(trust_env=False) as client, client.stream(
                 "GET", f"http://127.0.0.1:{listener.port}/sse") as resp:
             chunks = resp.aiter_raw()
             first = await asyncio.wait_for(chunks.__anext__(), 5)  # before the upstream finished
             assert first == b"first"
+            seen_by_client = time.time()
+            await asyncio.sleep(0.05)
             release.set()
             rest = b"".join([piece async for piece in chunks])
     finally:
         await listener.stop()
     assert rest == b"last"
+    # Timed when its status was known, not when the relay ended: a window read once the client
+    # has a response never counts it (the rollout reads the proxy's metrics "since" a step
+    # began, right after the step before got its last answers).
+    assert metrics.summary()["s-001"]["requests"] == 1
+    assert metrics.summary(since=seen_by_client)["s-001"]["requests"] == 0
+
+
+def test_records_out_of_order_keep_windows_exact() -> None:
+    # A slow stream is recorded after faster answers that came back later.
+    series = Metrics().series("r1")
+    series.add(200, 5.0, VIA_SERVICE, at=100.0)
+    series.add(200, 5.0, VIA_SERVICE, at=102.0)
+    series.add(503, 900.0, VIA_SERVICE, at=101.0)  # its status was known at 101
+    assert list(series.ts) == [100.0, 101.0, 102.0]
+    assert list(series.status) == [200, 503, 200]
+    assert series.summary(since=100.5)["status_codes"] == {"503": 1, "200": 1}
+    assert series.summary(since=101.5)["status_codes"] == {"200": 1}
 
 
 async def test_a_pooled_connection_the_instance_closed_is_retried(

@@ -7,6 +7,7 @@ Recording is on the proxy's hot path, so it is three appends to typed arrays; su
 
 from __future__ import annotations
 
+import bisect
 import math
 import time
 from array import array
@@ -24,11 +25,18 @@ class Series:
     status: array[int] = field(default_factory=lambda: array("H"))
     via: array[int] = field(default_factory=lambda: array("B"))
 
-    def add(self, status: int, latency_ms: float, via: int) -> None:
-        self.ts.append(time.time())
-        self.latency_ms.append(latency_ms)
-        self.status.append(status)
-        self.via.append(via)
+    def add(self, status: int, latency_ms: float, via: int, at: float | None = None) -> None:
+        """One response, timed ``at`` the moment its status was known (before the client could
+        have it all: a window read right after the client's last answer holds none of them).
+        Recorded once relayed, so a slow stream lands after faster ones: kept in ``ts`` order."""
+        ts = time.time() if at is None else at
+        i = len(self.ts)
+        if i and self.ts[-1] > ts:
+            i = bisect.bisect_right(self.ts, ts)
+        self.ts.insert(i, ts)
+        self.latency_ms.insert(i, latency_ms)
+        self.status.insert(i, status)
+        self.via.insert(i, via)
 
     def _start(self, since: float) -> int:
         """Index of the first record at or after ``since`` (timestamps only grow)."""

@@ -187,21 +187,23 @@ class Listener:
         short = upstream.revision if upstream is not None else short_name(name)
         series = self.metrics.series(short)
         if upstream is None:
+            at = time.time()
             writer.write(_plain(503, f"revision {short} has no running instance", req.keep_alive,
                                 short))
             await writer.drain()
-            series.add(503, (time.perf_counter() - started) * 1000, self.via)
+            series.add(503, (time.perf_counter() - started) * 1000, self.via, at)
             return req.keep_alive
-        status, keep = await self._exchange(upstream, req, writer)
-        series.add(status, (time.perf_counter() - started) * 1000, self.via)
+        answered = _Answered()
+        status, keep = await self._exchange(upstream, req, writer, answered)
+        series.add(status, (time.perf_counter() - started) * 1000, self.via, answered.at)
         return keep and req.keep_alive
 
     def _what(self) -> str:
         short = self.service.rsplit("/", 1)[-1]
         return f"service {short}" + (f" (tag {self.label})" if self.label else "")
 
-    async def _exchange(self, up: Upstream, req: Request, writer: asyncio.StreamWriter
-                        ) -> tuple[int, bool]:
+    async def _exchange(self, up: Upstream, req: Request, writer: asyncio.StreamWriter,
+                        answered: _Answered) -> tuple[int, bool]:
         """Send ``req`` to ``up`` and relay the answer: (status recorded, client may stay)."""
         peer = writer.get_extra_info("peername")
         head = [f"{req.method} {req.target} HTTP/1.1".encode()]
@@ -219,6 +221,7 @@ class Listener:
                     try:
                         conn, reused = await up.acquire()
                     except OSError as exc:
+                        answered.now()
                         writer.write(_plain(503, f"revision {up.revision} is not reachable: "
                                             f"{exc.strerror or exc}", req.keep_alive, up.revision))
                         await writer.drain()
@@ -234,6 +237,7 @@ class Listener:
                         conn = None
                         if reused and attempt == 0:
                             continue  # a pooled connection the instance had closed: once more
+                        answered.now()
                         writer.write(_plain(502, f"revision {up.revision} closed the connection "
                                             "without a response", req.keep_alive, up.revision))
                         await writer.drain()
@@ -241,6 +245,7 @@ class Listener:
                 else:  # pragma: no cover - the loop always breaks or returns
                     return 502, True
                 assert conn is not None
+                answered.now()
                 status, keep_up, client_ok = await self._relay(
                     req, resp_head, conn, writer, up.revision)
                 sent_head = True
@@ -254,6 +259,7 @@ class Listener:
             if conn is not None:
                 conn[1].close()
             if not sent_head:
+                answered.now()
                 with contextlib.suppress(ConnectionError):
                     writer.write(_plain(504, f"revision {up.revision} did not answer within its "
                                         f"request timeout of {up.timeout_s:g} s", req.keep_alive,
@@ -335,6 +341,19 @@ class Listener:
                 await writer.drain()
         await writer.drain()
         return status, framed and not up_close, client_ok
+
+
+class _Answered:
+    """When a response's status was known, before the client is sent any of it."""
+
+    __slots__ = ("at",)
+
+    def __init__(self) -> None:
+        self.at: float | None = None
+
+    def now(self) -> None:
+        if self.at is None:
+            self.at = time.time()
 
 
 def _plain(status: int, text: str, keep_alive: bool, revision: str | None = None) -> bytes:
