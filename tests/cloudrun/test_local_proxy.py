@@ -229,6 +229,26 @@ async def test_failures_are_answered_and_recorded(servers: Callable[..., Awaitab
     assert gone_m.summary()["s-gone"]["error_rate"] == 1.0
 
 
+async def test_a_stream_cut_by_the_request_timeout_ends_the_connection_not_a_504_in_it(
+        servers: Callable[..., Awaitable[int]]) -> None:
+    # An LLM stream longer than the request timeout: its caller already has the 200 and part
+    # of the body, so the only honest end is a cut connection (as on Cloud Run), never a 504
+    # response written into the middle of the stream on a connection kept open.
+    never = asyncio.Event()
+    listener, metrics = await _listener(("s-001", await servers(_stream(never)), 100),
+                                        timeout_s=0.3)
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", listener.port)
+        writer.write(b"GET /sse HTTP/1.1\r\nhost: x\r\n\r\n")
+        got = await asyncio.wait_for(reader.read(), 5)  # to EOF: the proxy closed
+        writer.close()
+    finally:
+        await listener.stop()
+    assert got.startswith(b"HTTP/1.1 200") and b"first" in got
+    assert b"504" not in got and b"request timeout" not in got
+    assert metrics.summary()["s-001"]["status_codes"] == {"504": 1}
+
+
 async def _raw(port: int, data: bytes) -> bytes:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(data)

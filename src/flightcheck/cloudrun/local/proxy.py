@@ -213,7 +213,6 @@ class Listener:
         if req.body or req.method in ("POST", "PUT", "PATCH"):
             head.append(b"content-length: %d" % len(req.body))
         data = CRLF.join(head) + b"\r\n\r\n" + req.body
-        sent_head = False
         conn: _Conn | None = None
         try:
             async with asyncio.timeout(up.timeout_s):
@@ -247,8 +246,7 @@ class Listener:
                 assert conn is not None
                 answered.now()
                 status, keep_up, client_ok = await self._relay(
-                    req, resp_head, conn, writer, up.revision)
-                sent_head = True
+                    req, resp_head, conn, writer, up.revision, answered)
                 if keep_up:
                     up.release(conn)
                 else:
@@ -258,7 +256,7 @@ class Listener:
         except TimeoutError:
             if conn is not None:
                 conn[1].close()
-            if not sent_head:
+            if not answered.head_sent:
                 answered.now()
                 with contextlib.suppress(ConnectionError):
                     writer.write(_plain(504, f"revision {up.revision} did not answer within its "
@@ -274,7 +272,8 @@ class Listener:
             return 502, False
 
     async def _relay(self, req: Request, resp_head: bytes, conn: _Conn,
-                     writer: asyncio.StreamWriter, revision: str) -> tuple[int, bool, bool]:
+                     writer: asyncio.StreamWriter, revision: str,
+                     answered: _Answered) -> tuple[int, bool, bool]:
         """Relay one response: (status, upstream reusable, client connection may stay)."""
         start, headers = parse_head(resp_head[:-4])
         try:
@@ -308,6 +307,7 @@ class Listener:
             writer.write(head)
         elif chunked:
             writer.write(head)
+            answered.head_sent = True
             while True:
                 line = await reader.readuntil(CRLF)
                 writer.write(line)
@@ -326,6 +326,7 @@ class Listener:
                 writer.write(head + (await reader.readexactly(length) if length else b""))
             else:
                 writer.write(head)
+                answered.head_sent = True
                 remaining = length
                 while remaining:
                     piece = await reader.read(min(remaining, 1 << 16))
@@ -336,6 +337,7 @@ class Listener:
                     await writer.drain()
         else:  # delimited by the upstream closing the connection
             writer.write(head)
+            answered.head_sent = True
             while piece := await reader.read(1 << 16):
                 writer.write(piece)
                 await writer.drain()
@@ -344,12 +346,15 @@ class Listener:
 
 
 class _Answered:
-    """When a response's status was known, before the client is sent any of it."""
+    """How far one response got: when its status was known (before the client is sent any of
+    it), and whether the client has its head — after which a timeout can only cut the
+    connection, not answer 504."""
 
-    __slots__ = ("at",)
+    __slots__ = ("at", "head_sent")
 
     def __init__(self) -> None:
         self.at: float | None = None
+        self.head_sent = False
 
     def now(self) -> None:
         if self.at is None:
