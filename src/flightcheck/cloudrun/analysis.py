@@ -416,7 +416,6 @@ class Analysis:
             crossed_at=crossed_at[0] if crossed_at else None,
         )
 
-
     def _point_judged(self, stable: RevisionStats | None) -> bool:
         """The rollback point answered enough to be judged as the candidate is."""
         return (stable is not None and stable.requests >= self.min_requests

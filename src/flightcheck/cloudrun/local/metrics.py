@@ -1,8 +1,9 @@
 """Per-revision request records of the proxy: status and latency of every response.
 
-Recording is on the proxy's hot path, so it is three appends to typed arrays; summaries
-(counts, 5xx, error rate, percentiles) are computed when someone asks. Records are never reset:
-``since`` (epoch seconds) selects a window, the way the rollout reads one analysis step.
+Recording is on the proxy's hot path, so it is four appends to typed arrays (inserts, when a slow
+stream is recorded after faster answers); summaries (counts, 5xx, error rate, percentiles) are
+computed when someone asks. Records are never reset: ``since`` (epoch seconds) selects a window,
+the way the rollout reads one analysis step.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ class Series:
         self.via.insert(i, via)
 
     def _start(self, since: float) -> int:
-        """Index of the first record at or after ``since`` (timestamps only grow)."""
+        """Index of the first record at or after ``since`` (``add`` keeps ``ts`` sorted)."""
         lo, hi = 0, len(self.ts)
         while lo < hi:
             mid = (lo + hi) // 2
