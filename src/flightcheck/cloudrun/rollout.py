@@ -661,10 +661,11 @@ class Rollout:
             if reasons:
                 # Below min_requests the decision counted errors against min_requests: say what
                 # it actually saw, and from which step when not this one.
-                said = (f"{observed.errors} of its {answers} answers failed"
-                        if answers < observed.requests else f"its {answers} answers")
+                thin = answers < observed.requests
+                said = f"{observed.errors} of its {answers} answers failed" if thin else \
+                    f"its {answers} answers"
                 at = f" at {percent}%" if percent != seen_percent else ""
-                suffix = f" ({said}{at})" if at or answers < observed.requests else ""
+                suffix = f" ({said}{at})" if thin or at else ""
                 return f"{stable}: " + "; ".join(reasons) + suffix
         return ""
 
